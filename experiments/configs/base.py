@@ -1,0 +1,70 @@
+"""Base config: every key the platform knows, with the defaults a run gets.
+
+Other configs import this one and override; the command line overrides last
+(`--set model.depth=3`). Unknown keys are refused because the dict is locked.
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0                     # model seed: initialisation and per-step randomness
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'builtin'        # builtin | mvtec | visa | mtd | folder
+  c.data.root = ''               # dataset root (not needed for builtin)
+  c.data.category = ''           # one category per run ('' = the only/first one)
+  c.data.resolution = 256        # square side the images are resized to
+  c.data.channels = 3            # 1 or 3: grayscale data is widened to 3, RGB kept
+  c.data.val_fraction = 0.1      # normal train images held out for calibration
+  c.data.train_fraction = 1.0    # ablation "10 % of the training data" = 0.1
+  c.data.cache_dir = ''          # '' = ~/.cache/rcae_jax
+  c.data.seed = 0                # held-out split, batch order and the depth schedule
+
+  c.model = ml_collections.ConfigDict()
+  c.model.features = 64          # C: channels of every RcAE level
+  c.model.depth = 5              # N: recursion steps
+  c.model.recursion = 'depth'    # depth (paper) | iterate (fixed-shape, lax.scan)
+  c.model.iterate_levels = 2     # E/D steps inside one AE pass in iterate mode
+  c.model.shared = True          # one E, one D for all levels (False = ablation)
+  c.model.skips = True           # decoder takes the matching encoder skip
+  c.model.groups = 8             # GroupNorm groups (0 = no normalisation)
+  c.model.dpn_features = 32
+  c.model.crd_features = 16
+  c.model.crd_steps = ()         # 1-based steps the CRD sees; () = all 1..N
+  # l2: the paper's |M_A - M_P|² + |∇M_A - ∇M_P|². bce: cross-entropy + crd_grad_weight x
+  # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
+  c.model.crd_loss = 'bce'
+  c.model.crd_grad_weight = 0.1
+  c.model.dtype = 'float32'      # compute dtype: float32 | bfloat16
+
+  # Which stages make up the model: (1,) = RcAE alone, (1, 2) = +DPN, (1, 2, 3) = full.
+  c.stages = (1, 2, 3)
+  # uniform: n ~ U{1..N} per batch (paper); max: always N (non-recursive ConvAE baseline).
+  c.depth_sampling = 'uniform'
+
+  c.batch_size = 16
+  c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4))
+  c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4))
+  c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4))
+  c.grad_weight = 1.0            # weight of the gradient term in every loss
+
+  c.anomaly = ml_collections.ConfigDict()
+  c.anomaly.p_clean = 0.2        # fraction of stage-3 images left normal
+  c.anomaly.shapes = ('patch', 'blob', 'line', 'curve')
+  c.anomaly.fillers = ('color', 'copy', 'other', 'texture', 'noise')
+  c.anomaly.min_opacity = 0.5
+  c.anomaly.max_size = 0.3       # largest shape extent as a fraction of the side
+
+  c.score = ml_collections.ConfigDict()
+  c.score.sigma = 4.0            # Gaussian smoothing, pixels at 256² (scaled with resolution)
+  c.score.image = 'max'          # max | topk
+  c.score.topk = 100
+  c.score.source = 'auto'        # auto (crd if trained, else dpn, else rcae) | crd | dpn | rcae
+  c.score.threshold_quantile = 0.99  # of held-out normal scores -> decision threshold
+
+  c.num_models = 1               # K > 1: K vmapped models (seeds seed..seed+K-1)
+  c.log_every = 50
+  c.ckpt_every = 500
+  c.eval_batch_size = 16
+  return c

@@ -1,0 +1,17 @@
+"""Demo config: the built-in textures at 64², N = 4; minutes on 2 CPU cores."""
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.data.resolution = 64
+  c.model.features = 32
+  c.model.depth = 4
+  c.model.dpn_features = 16
+  c.model.crd_features = 8
+  c.batch_size = 16
+  c.stage1.steps, c.stage2.steps, c.stage3.steps = 600, 200, 600
+  c.stage1.lr = c.stage2.lr = c.stage3.lr = 1e-3
+  c.log_every = 20
+  c.ckpt_every = 200
+  return c

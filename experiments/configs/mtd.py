@@ -1,0 +1,27 @@
+"""MTD (magnetic tiles, grayscale) with the standard DifferNet split: 128², N = 5.
+
+Pass the data location: --data mtd:/path/to/mtd. `:cpu` gives a shorter schedule.
+"""
+from experiments.configs import base
+
+
+def get_config(arg=''):
+  c = base.get_config()
+  c.data.name = 'mtd'
+  c.data.channels = 1
+  c.data.resolution = 128
+  c.data.val_fraction = 0.1      # 76 of the 761 training images, for the threshold
+  c.model.features = 32
+  c.model.depth = 5
+  c.model.groups = 8
+  c.model.dpn_features = 16
+  c.model.crd_features = 16
+  c.batch_size = 16
+  c.stage1.steps, c.stage2.steps, c.stage3.steps = 4000, 1000, 3000
+  c.stage1.lr = c.stage2.lr = c.stage3.lr = 1e-3
+  c.log_every = 50
+  c.ckpt_every = 500
+  if arg == 'cpu':
+    c.data.resolution = 64
+    c.stage1.steps, c.stage2.steps, c.stage3.steps = 600, 200, 600
+  return c

@@ -1,0 +1,12 @@
+"""The paper's setting: 1024², N = 5, Adam 1e-4, 1500/400/300 epochs."""
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.data.resolution = 1024
+  c.model.depth = 5
+  c.batch_size = 8
+  c.model.crd_loss = 'l2'       # as written in the paper
+  c.model.crd_grad_weight = 1.0
+  return c

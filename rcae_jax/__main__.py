@@ -1,0 +1,119 @@
+"""Command line: python -m rcae_jax {train,evaluate,predict,demo,bench,sweep,dynamics} ..."""
+import argparse
+import os
+import pathlib
+import sys
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / 'experiments'
+
+
+def _data_overrides(args):
+  out = []
+  if getattr(args, 'data', None):
+    name, _, root = args.data.partition(':')
+    out += [f'data.name={name}'] + ([f'data.root={root}'] if root else [])
+  if getattr(args, 'category', None):
+    out.append(f'data.category={args.category}')
+  return out
+
+
+def _add_data(p):
+  p.add_argument('--data', help='dataset as NAME[:ROOT]: builtin, mvtec:/path, visa:/path, '
+                 'mtd:/path, folder:/path')
+  p.add_argument('--category', help='category of the dataset (default: the first)')
+
+
+def _parser():
+  ap = argparse.ArgumentParser(prog='python -m rcae_jax', description=__doc__)
+  sub = ap.add_subparsers(dest='cmd', required=True)
+  p = sub.add_parser('train', help='train stages 1-3 (resumes if interrupted)')
+  p.add_argument('--config', default=str(EXPERIMENTS / 'configs' / 'base.py'))
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
+  p.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize()')
+  _add_data(p)
+  p = sub.add_parser('evaluate', help="score a run's test set")
+  p.add_argument('--workdir', required=True)
+  _add_data(p)
+  p = sub.add_parser('predict', help='anomaly maps + decisions for images or folders')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('inputs', nargs='+')
+  p.add_argument('--out', default=None)
+  p = sub.add_parser('demo', help='built-in textures: data, train, evaluate (minutes on CPU)')
+  p.add_argument('--workdir', default='runs/demo')
+  p.add_argument('--category', default='brick')
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
+  p = sub.add_parser('bench', help='jitted step timings, FLOPs and memory -> JSON')
+  p.add_argument('--config', default=str(EXPERIMENTS / 'configs' / 'tiny.py'))
+  p.add_argument('--what', default='train1,train2,train3,infer')
+  p.add_argument('--resolution', type=int, nargs='*', default=None)
+  p.add_argument('--batch', type=int, default=None)
+  p.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None)
+  p.add_argument('--recursion', nargs='*', default=None, help='depth and/or iterate')
+  p.add_argument('--devices', nargs='*', type=int, default=None,
+                 help='device counts to time (default: 1 and all)')
+  p.add_argument('--iters', type=int, default=10)
+  p.add_argument('--peak-tflops', type=float, default=None, help='override the peak table')
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
+  p.add_argument('--out', required=True)
+  p = sub.add_parser('sweep', help='run a preset of ablation variants and tabulate them')
+  p.add_argument('preset', help='name in experiments/sweeps/ or a path')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--categories', default=None, help="comma list or 'all' (default: first)")
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
+  _add_data(p)
+  p = sub.add_parser('dynamics', help='how reconstructions evolve over recursion steps')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--max-images', type=int, default=64)
+  _add_data(p)
+  return ap
+
+
+def main(argv=None):
+  args = _parser().parse_args(argv)
+  # Imports after parsing: --help stays instant and errors come before JAX starts.
+  from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from rcae_jax import runinfo  # pylint: disable=g-import-not-at-top
+  try:
+    return _run(args)
+  except (config_lib.ConfigError, data_lib.DataError, runinfo.BundleError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+def _run(args):
+  from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  if args.cmd == 'train':
+    from rcae_jax import parallel, train  # pylint: disable=g-import-not-at-top
+    parallel.maybe_initialize_distributed(args.distributed)
+    config = config_lib.load_config(args.config, _data_overrides(args) + args.set)
+    done = train.train(config, args.workdir)
+    print(f'done: model bundle in {args.workdir}/model' if done is not None else 'stopped')
+  elif args.cmd == 'evaluate':
+    from rcae_jax import evaluate  # pylint: disable=g-import-not-at-top
+    result = evaluate.evaluate(args.workdir, _data_overrides(args))
+    print((pathlib.Path(args.workdir) / 'eval' / 'metrics.md').read_text())
+    print(f'wrote {args.workdir}/eval/ (metrics.json, metrics.md, heatmaps.png, sequence_*.png)')
+    del result
+  elif args.cmd == 'predict':
+    from rcae_jax import predict  # pylint: disable=g-import-not-at-top
+    predict.predict(args.workdir, args.inputs, args.out)
+  elif args.cmd == 'demo':
+    from rcae_jax import demo  # pylint: disable=g-import-not-at-top
+    demo.run(args.workdir, args.category, args.set)
+  elif args.cmd == 'bench':
+    from rcae_jax import bench  # pylint: disable=g-import-not-at-top
+    bench.main(args)
+  elif args.cmd == 'sweep':
+    from rcae_jax import sweep  # pylint: disable=g-import-not-at-top
+    sweep.run(args.preset, args.workdir, _data_overrides(args) + args.set, args.categories)
+  elif args.cmd == 'dynamics':
+    from rcae_jax import dynamics  # pylint: disable=g-import-not-at-top
+    dynamics.run(args.workdir, _data_overrides(args), args.max_images)
+  return 0
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  sys.exit(main())

@@ -1,0 +1,207 @@
+"""Reproducible jitted benchmarks -> JSON: compile time, step time, FLOPs, memory, output hash.
+
+Every step is the code training and evaluation run: train steps from train.make_train_step,
+inference from inference.infer_fn (the one inference path).
+"""
+import hashlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rcae_jax import config as config_lib
+from rcae_jax import files, inference, parallel, pipeline, runinfo, train
+from rcae_jax.data import pipeline as input_pipeline
+from rcae_jax.models import layers
+
+STEPS = ('train1', 'train2', 'train3', 'infer', 'input')
+# Dense peak FLOP/s per device: bf16 tensor cores, and TF32 (what XLA uses for f32 matmuls
+# and convolutions on Hopper by default). CPUs have no entry: pass --peak-tflops.
+PEAKS = {
+    'NVIDIA H100 80GB HBM3': {'bfloat16': 989e12, 'float32': 494e12},
+    'NVIDIA H100': {'bfloat16': 989e12, 'float32': 494e12},
+    'NVIDIA H200': {'bfloat16': 989e12, 'float32': 494e12},
+    'NVIDIA A100-SXM4-80GB': {'bfloat16': 312e12, 'float32': 156e12},
+    'TPU v4': {'bfloat16': 275e12, 'float32': 275e12},
+    'TPU v5 lite': {'bfloat16': 197e12, 'float32': 197e12},
+}
+
+
+def _hash(tree):
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(tree)):
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()[:16]
+
+
+def _cost(compiled):
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def _memory(compiled):
+  try:
+    m = compiled.memory_analysis()
+    return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+               - m.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _peak_bytes(mesh):
+  stats = [d.memory_stats() for d in mesh.devices.flat]
+  if not stats or stats[0] is None:
+    return None
+  return max(s.get('peak_bytes_in_use', 0) for s in stats)
+
+
+def _time(fn, args, iters, carry_state):
+  """Median/min/max of `iters` calls after one warm-up; train steps feed their state back."""
+  out = fn(*args)
+  jax.block_until_ready(out)
+  times = []
+  for _ in range(iters):
+    if carry_state:
+      args = (out[0],) + tuple(args[1:])
+    t0 = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  return times, out
+
+
+def _images(config, n, seed=0):
+  r, c = config.data.resolution, config.data.channels
+  return np.random.default_rng(seed).integers(0, 256, (n, r, r, c), dtype=np.uint8)
+
+
+def bench_train(stage, config, mesh, iters):
+  nets = pipeline.networks(config)
+  step, tx = train.make_train_step(stage, nets, config, mesh)
+  n = config.model.depth if stage == 1 else 0  # stage 1 timed at its deepest, costliest n
+  program = step.program(n)
+  res = config.data.resolution
+  params = pipeline.init_params(nets, jax.random.PRNGKey(config.seed), (res, res, config.data.channels))
+  frozen = parallel.replicate(train.frozen_inputs(stage, params, config), mesh)
+  state = parallel.replicate(
+      train.init_state(params[train.NET_OF_STAGE[stage]], tx, jax.random.PRNGKey(1)), mesh)
+  batch = parallel.shard_batch(
+      input_pipeline.host_batch(_images(config, 2 * config.batch_size), config.batch_size, 0, 0), mesh)
+  t0 = time.perf_counter()
+  compiled = program.lower(state, frozen, batch).compile()
+  compile_s = time.perf_counter() - t0
+  times, (state, metrics) = _time(compiled, (state, frozen, batch), iters, carry_state=True)
+  return compile_s, times, compiled, _hash(metrics), layers.count_params(
+      params[train.NET_OF_STAGE[stage]])
+
+
+def bench_infer(config, mesh, iters):
+  nets = pipeline.networks(config)
+  res = config.data.resolution
+  params = pipeline.init_params(nets, jax.random.PRNGKey(config.seed), (res, res, config.data.channels))
+  params = parallel.replicate(params, mesh)
+  fn = jax.jit(pipeline.make_inference(config),
+               in_shardings=(parallel.NamedSharding(mesh, parallel.P()),
+                             parallel.NamedSharding(mesh, parallel.P(parallel.AXIS))))
+  x = parallel.shard_batch(_images(config, config.batch_size), mesh)
+  t0 = time.perf_counter()
+  compiled = fn.lower(params, x).compile()
+  compile_s = time.perf_counter() - t0
+  times, out = _time(compiled, (params, x), iters, carry_state=False)
+  # the same numbers through the path evaluate/predict use:
+  ref = inference.run(config, jax.device_get(params), _images(config, config.batch_size),
+                      batch_size=config.batch_size)
+  np.testing.assert_allclose(np.asarray(out['score']), ref['score'], rtol=1e-4, atol=1e-6)
+  return compile_s, times, compiled, _hash(out['score']), layers.count_params(params)
+
+
+def bench_input(config, mesh, iters):
+  images = _images(config, 64)
+  gen = input_pipeline.prefetch_to_device(images, config.batch_size, 0, 0, iters + 1, mesh)
+  jax.block_until_ready(next(gen))
+  times = []
+  for batch in gen:
+    t0 = time.perf_counter()
+    jax.block_until_ready(batch)
+    times.append(time.perf_counter() - t0)
+  t0 = time.perf_counter()
+  for s in range(iters):
+    jax.block_until_ready(parallel.shard_batch(
+        input_pipeline.host_batch(images, config.batch_size, 0, s), mesh))
+  unprefetched = (time.perf_counter() - t0) / iters
+  return times, unprefetched
+
+
+def run_one(name, config, mesh, iters, peak):
+  row = {'name': name, 'resolution': config.data.resolution, 'batch': config.batch_size,
+         'recursion': config.model.recursion, 'depth': config.model.depth,
+         'dtype': config.model.dtype, 'devices': int(mesh.devices.size)}
+  if name == 'input':
+    times, unprefetched = bench_input(config, mesh, iters)
+    row.update(compile_s=0.0, flops=0.0, output_hash=None, params=0,
+               wait_s_unprefetched=unprefetched)
+  else:
+    fn = bench_infer if name == 'infer' else (
+        lambda c, m, i: bench_train(int(name[-1]), c, m, i))
+    compile_s, times, compiled, out_hash, n_params = fn(config, mesh, iters)
+    flops = _cost(compiled)
+    row.update(compile_s=compile_s, flops=flops, output_hash=out_hash, params=n_params,
+               compiled_bytes=_memory(compiled))
+  med = statistics.median(times)
+  row.update(step_s_median=med, step_s_min=min(times), step_s_max=max(times),
+             iters=len(times), images_per_s=config.batch_size / med)
+  row['flops_per_s'] = row['flops'] / med if row['flops'] == row['flops'] else None
+  total_peak = peak * row['devices'] if peak else None
+  row['peak_fraction'] = (row['flops_per_s'] / total_peak
+                          if total_peak and row['flops_per_s'] else None)
+  row['peak_bytes_in_use'] = _peak_bytes(mesh)
+  return row
+
+
+def main(args):
+  overrides = list(args.set)
+  if args.batch:
+    overrides.append(f'batch_size={args.batch}')
+  if args.dtype:
+    overrides.append(f'model.dtype={args.dtype}')
+  base = config_lib.load_config(args.config, overrides)
+  what = [w.strip() for w in args.what.split(',') if w.strip()]
+  unknown = [w for w in what if w not in STEPS]
+  if unknown:
+    raise config_lib.ConfigError(f'bench --what: unknown step(s) {unknown}; known: {list(STEPS)}')
+  n_all = len(jax.devices())
+  counts = sorted(set(args.devices or [1, n_all]))
+  bad = [n for n in counts if not 1 <= n <= n_all]
+  if bad:
+    raise config_lib.ConfigError(f'bench --devices {bad}: this machine has {n_all} device(s)')
+  kind = jax.devices()[0].device_kind
+  rows = []
+  for res in args.resolution or [base.data.resolution]:
+    for rec in args.recursion or [base.model.recursion]:
+      config = config_lib.apply_overrides(base, [f'data.resolution={res}', f'model.recursion={rec}'])
+      peak = (args.peak_tflops * 1e12 if args.peak_tflops else
+              PEAKS.get(kind, {}).get(config.model.dtype))
+      for n_dev in counts:
+        mesh = parallel.make_mesh(jax.devices()[:n_dev])
+        parallel.local_batch_size(config.batch_size, mesh)
+        for name in what:
+          row = run_one(name, config, mesh, args.iters, peak)
+          rows.append(row)
+          print(f"{name:7s} {res:5d}² {rec:7s} {n_dev}dev  compile {row['compile_s']:.2f}s  "
+                f"step {row['step_s_median'] * 1e3:9.2f} ms  {row['images_per_s']:9.1f} img/s"
+                + (f"  {row['peak_fraction'] * 100:.1f}% of peak" if row['peak_fraction'] else ''),
+                flush=True)
+  env = runinfo.environment(parallel.make_mesh())
+  env.update(device_kind=kind, peak_flops_per_device=peak, config=base.to_dict(),
+             command='python -m rcae_jax bench ' + ' '.join(_argv(args)))
+  files.write_json(args.out, {'env': env, 'steps': rows})
+  print(f'wrote {args.out}')
+
+
+def _argv(args):
+  import sys  # pylint: disable=g-import-not-at-top
+  return sys.argv[2:] if len(sys.argv) > 2 else [f'--out {args.out}']

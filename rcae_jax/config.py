@@ -1,0 +1,155 @@
+"""Configs are code: `path/to/config.py[:arg]` + `key=value` overrides, validated up front."""
+import ast
+import importlib.util
+import json
+import pathlib
+import sys
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config file, key or value the platform refuses; the message names it."""
+
+
+def _project_root(path):
+  for parent in path.parents:
+    if (parent / 'experiments').is_dir():
+      return parent
+  return path.parent
+
+
+def load_config(spec, overrides=()):
+  """Loads `file.py` or `file.py:arg`, applies `key=value` overrides, validates."""
+  file, _, arg = str(spec).partition(':')
+  path = pathlib.Path(file).resolve()
+  if not path.is_file():
+    raise ConfigError(f'config file {file!r} does not exist')
+  root = str(_project_root(path))
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  module_spec = importlib.util.spec_from_file_location(f'_rcae_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {file!r} has no get_config()')
+  config = module.get_config(arg) if arg else module.get_config()
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides):
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.lock()
+  for item in overrides:
+    key, sep, raw = item.partition('=')
+    if not sep:
+      raise ConfigError(f'override {item!r} is not of the form key=value')
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw  # a bare word is a string: --set data.name=mtd
+    node, *_ = key.rsplit('.', 1)
+    try:
+      old = _get(config, key)
+    except (KeyError, AttributeError):
+      raise ConfigError(f'unknown config key {key!r}') from None
+    if isinstance(old, tuple) and isinstance(value, (list, int, str)):
+      value = tuple(value) if isinstance(value, list) else (value,)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if type(old) is not type(value):
+      raise ConfigError(f'config key {key!r} expects {type(old).__name__}, got {raw!r}')
+    _set(config, key, value)
+  validate(config)
+  return config
+
+
+def _get(config, key):
+  node = config
+  for part in key.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise KeyError(key)
+    node = node[part]
+  return node
+
+
+def _set(config, key, value):
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  with node.unlocked():
+    node[leaf] = value
+
+
+_CHOICES = {
+    'data.name': ('builtin', 'mvtec', 'visa', 'mtd', 'folder'),
+    'model.recursion': ('depth', 'iterate'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.crd_loss': ('l2', 'bce'),
+    'depth_sampling': ('uniform', 'max'),
+    'score.image': ('max', 'topk'),
+    'score.source': ('auto', 'crd', 'dpn', 'rcae'),
+}
+
+
+def validate(c):
+  """Refuses values that would fail (or silently mislead) deep inside JAX."""
+  for key, choices in _CHOICES.items():
+    if _get(c, key) not in choices:
+      raise ConfigError(f'{key}={_get(c, key)!r} is not one of {choices}')
+  def need(cond, msg):
+    if not cond:
+      raise ConfigError(msg)
+  need(c.data.channels in (1, 3), f'data.channels={c.data.channels} must be 1 or 3')
+  need(c.model.depth >= 1, f'model.depth={c.model.depth} must be >= 1')
+  need(c.model.features >= 1, 'model.features must be >= 1')
+  levels = c.model.depth if c.model.recursion == 'depth' else c.model.iterate_levels
+  need(c.data.resolution % (2 ** max(levels, 2)) == 0,
+       f'data.resolution={c.data.resolution} must be divisible by 2^{max(levels, 2)} '
+       f'({c.model.recursion} mode halves it {levels} times; the DPN/CRD twice)')
+  need(c.model.groups == 0 or c.model.features % c.model.groups == 0,
+       f'model.groups={c.model.groups} must divide model.features={c.model.features}')
+  need(set(c.stages) <= {1, 2, 3} and 1 in c.stages and tuple(sorted(c.stages)) == tuple(c.stages)
+       and (3 not in c.stages or 2 in c.stages),
+       f'stages={c.stages} must be (1,), (1, 2) or (1, 2, 3)')
+  bad = [s for s in c.model.crd_steps if not 1 <= s <= c.model.depth]
+  need(not bad, f'model.crd_steps has steps {bad} outside 1..model.depth={c.model.depth}')
+  need(0 < c.data.train_fraction <= 1, 'data.train_fraction must be in (0, 1]')
+  need(0 <= c.data.val_fraction < 1, 'data.val_fraction must be in [0, 1)')
+  need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
+  need(c.num_models >= 1, f'num_models={c.num_models} must be >= 1')
+  for s in (1, 2, 3):
+    st = c[f'stage{s}']
+    need(st.steps > 0 or st.epochs > 0, f'stage{s}: steps or epochs must be > 0')
+    need(st.lr > 0, f'stage{s}.lr must be > 0')
+  from rcae_jax import anomalies  # pylint: disable=g-import-not-at-top
+  unknown = set(c.anomaly.shapes) - set(anomalies.SHAPES)
+  need(c.anomaly.shapes and not unknown, f'anomaly.shapes: unknown {sorted(unknown)}; '
+       f'known {sorted(anomalies.SHAPES)}')
+  unknown = set(c.anomaly.fillers) - set(anomalies.FILLERS)
+  need(c.anomaly.fillers and not unknown, f'anomaly.fillers: unknown {sorted(unknown)}; '
+       f'known {sorted(anomalies.FILLERS)}')
+  return c
+
+
+def score_source(c):
+  if c.score.source != 'auto':
+    return c.score.source
+  return {1: 'rcae', 2: 'dpn', 3: 'crd'}[max(c.stages)]
+
+
+def crd_steps(c):
+  return tuple(c.model.crd_steps) or tuple(range(1, c.model.depth + 1))
+
+
+def to_json(config):
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text):
+  def tuples(node):
+    if isinstance(node, dict):
+      return {k: tuples(v) for k, v in node.items()}
+    return tuple(node) if isinstance(node, list) else node
+  return ml_collections.ConfigDict(tuples(json.loads(text)))

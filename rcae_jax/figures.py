@@ -1,0 +1,84 @@
+"""Pictures a person would rather see than read: heatmaps, recursion strips, curves."""
+import pathlib
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+
+
+def _show(ax, img, title=None, **kw):
+  img = np.asarray(img)
+  if img.ndim == 3 and img.shape[-1] == 1:
+    img = img[..., 0]
+    kw.setdefault('cmap', 'gray')
+  ax.imshow(img, **kw)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  if title:
+    ax.set_title(title, fontsize=7)
+
+
+def _save(fig, path):
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.stem}.tmp.png')
+  fig.savefig(tmp, dpi=110, bbox_inches='tight')
+  plt.close(fig)
+  tmp.replace(path)
+  return path
+
+
+def heatmaps(path, images, masks, maps, scores, titles, vmax=None):
+  """One row per image: input | ground truth | anomaly map overlaid on the input."""
+  n = len(images)
+  fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+  vmax = vmax if vmax is not None else float(np.max(maps)) or 1.0
+  for i in range(n):
+    _show(axes[i, 0], images[i], titles[i])
+    _show(axes[i, 1], masks[i], 'ground truth', cmap='gray', vmin=0, vmax=1)
+    _show(axes[i, 2], images[i])
+    axes[i, 2].imshow(maps[i], cmap='jet', alpha=0.5, vmin=0, vmax=vmax)
+    axes[i, 2].set_title(f'map, score {scores[i]:.3g}', fontsize=7)
+  return _save(fig, path)
+
+
+def sequence_strip(path, image, recon, enhanced=None, title=''):
+  """x | R_1 ... R_N (and D_1 ... D_N below)."""
+  rows = [recon] + ([enhanced] if enhanced is not None else [])
+  n = recon.shape[0]
+  fig, axes = plt.subplots(len(rows), n + 1, figsize=(1.6 * (n + 1), 1.7 * len(rows)),
+                           squeeze=False)
+  for r, (seq, name) in enumerate(zip(rows, ('R', 'D'))):
+    _show(axes[r, 0], image, title if r == 0 else 'input')
+    for k in range(n):
+      _show(axes[r, k + 1], np.clip(seq[k], 0, 1), f'{name}_{k + 1}')
+  return _save(fig, path)
+
+
+def curves(path, xs, series, xlabel, ylabel, title=''):
+  """series: {label: ys}; lines over the same xs."""
+  fig, ax = plt.subplots(figsize=(4.5, 3.2))
+  for label, ys in series.items():
+    ax.plot(xs, ys, marker='o', label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def bars(path, labels, values, ylabel, title=''):
+  fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels)), 3.2))
+  ax.bar(range(len(labels)), values, color='tab:blue')
+  ax.set_xticks(range(len(labels)))
+  ax.set_xticklabels(labels, rotation=30, ha='right', fontsize=7)
+  ax.set_ylabel(ylabel)
+  lo = min([v for v in values if np.isfinite(v)] or [0])
+  ax.set_ylim(max(0, lo - 10), 100)
+  for i, v in enumerate(values):
+    ax.text(i, v, f'{v:.1f}', ha='center', va='bottom', fontsize=7)
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)

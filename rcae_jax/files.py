@@ -1,0 +1,45 @@
+"""Atomic result files: a reader (or a killed run) never sees half a file."""
+import json
+import os
+import pathlib
+
+
+def atomic_write(path, data):
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path, obj):
+  atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + '\n')
+
+
+def _default(o):
+  if hasattr(o, 'tolist'):
+    return o.tolist()
+  if hasattr(o, 'to_dict'):
+    return o.to_dict()
+  return str(o)
+
+
+def append_jsonl(path, obj):
+  with open(path, 'a') as f:
+    f.write(json.dumps(obj, default=_default) + '\n')
+
+
+def read_jsonl(path):
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_jsonl(path, max_step):
+  """Drops records logged after `max_step` (a resumed run logs them again)."""
+  records = [r for r in read_jsonl(path) if r['step'] <= max_step]
+  atomic_write(path, ''.join(json.dumps(r) + '\n' for r in records))

@@ -1,0 +1,35 @@
+"""Building blocks shared by the three networks."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class ConvNormAct(nn.Module):
+  """Conv -> GroupNorm (no batch statistics, see DESIGN.md) -> SiLU."""
+  features: int
+  kernel: tuple = (3, 3)
+  strides: tuple = (1, 1)
+  groups: int = 8
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.features, self.kernel, self.strides, padding='SAME', dtype=self.dtype)(x)
+    if self.groups:
+      x = nn.GroupNorm(num_groups=self.groups, dtype=self.dtype)(x)
+    return nn.silu(x)
+
+
+def upsample2x(x, spatial_axes=(1, 2)):
+  """Nearest-neighbour ×2 on the given axes (avoids transposed-conv checkerboards)."""
+  for axis in spatial_axes:
+    x = jnp.repeat(x, 2, axis=axis)
+  return x
+
+
+def dtype_of(name):
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
+
+
+def count_params(params):
+  return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,121 @@
+"""RcAE: one shared encoder step E and one shared decoder step D, applied recursively.
+
+Depth mode (the paper): R_n = head(D^n(E^n(stem(x)))), n = 1..N. The encoder prefix
+E^k(stem(x)) is computed once; decoding runs level by level from the bottom, and at each
+level every depth that is still decoding is batched into one call of D, so the whole
+sequence costs N calls of D instead of N(N+1)/2.
+
+Iterate mode: R_n = AE(R_{n-1}), R_0 = x, with AE a full encode-decode pass of
+`iterate_levels` steps; a fixed-shape recursion that runs in `jax.lax.scan`.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rcae_jax.models import layers
+
+
+class EncoderStep(nn.Module):
+  """E: (h, w, C) -> (h/2, w/2, C)."""
+  features: int
+  groups: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h):
+    h = layers.ConvNormAct(self.features, (4, 4), (2, 2), self.groups, self.dtype)(h)
+    return layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(h)
+
+
+class DecoderStep(nn.Module):
+  """D: (h/2, w/2, C) [+ skip (h, w, C)] -> (h, w, C)."""
+  features: int
+  groups: int
+  skips: bool
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, skip):
+    z = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(
+        layers.upsample2x(z))
+    if self.skips:
+      z = jnp.concatenate([z, skip.astype(z.dtype)], axis=-1)
+    return layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(z)
+
+
+class RcAE(nn.Module):
+  """Recursive autoencoder. `levels` = number of distinct E/D pairs (unshared ablation)."""
+  out_channels: int
+  features: int = 64
+  depth: int = 5
+  recursion: str = 'depth'
+  iterate_levels: int = 2
+  shared: bool = True
+  skips: bool = True
+  groups: int = 8
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    n_levels = self.depth if self.recursion == 'depth' else self.iterate_levels
+    n_blocks = 1 if self.shared else n_levels
+    self.stem = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)
+    self.enc = [EncoderStep(self.features, self.groups, self.dtype) for _ in range(n_blocks)]
+    self.dec = [DecoderStep(self.features, self.groups, self.skips, self.dtype)
+                for _ in range(n_blocks)]
+    self.head = nn.Conv(self.out_channels, (3, 3), padding='SAME', dtype=self.dtype)
+
+  def _E(self, level, h):  # level is 1-based
+    return self.enc[0 if self.shared else level - 1](h)
+
+  def _D(self, level, z, skip):
+    return self.dec[0 if self.shared else level - 1](z, skip)
+
+  def _head(self, z):
+    return nn.sigmoid(self.head(z).astype(jnp.float32))
+
+  def encode_prefix(self, x, n):
+    """[stem(x), E(stem(x)), ..., E^n(stem(x))]."""
+    hs = [self.stem(x.astype(self.dtype))]
+    for level in range(1, n + 1):
+      hs.append(self._E(level, hs[-1]))
+    return hs
+
+  def reconstruct(self, x, n):
+    """R_n for one static depth n (depth mode; the training path of stage 1)."""
+    hs = self.encode_prefix(x, n)
+    z = hs[n]
+    for level in range(n, 0, -1):
+      z = self._D(level, z, hs[level - 1])
+    return self._head(z)
+
+  def autoencode(self, x):
+    """One full encode-decode pass of `iterate_levels` steps (the AE of iterate mode)."""
+    hs = self.encode_prefix(x, self.iterate_levels)
+    z = hs[-1]
+    for level in range(self.iterate_levels, 0, -1):
+      z = self._D(level, z, hs[level - 1])
+    return self._head(z)
+
+  def sequence(self, x):
+    """R_1 ... R_N stacked: (N, B, H, W, C_out) (depth mode; iterate mode scans
+    `autoencode` in rcae_jax.pipeline, outside the module, as a pure function)."""
+    b = x.shape[0]
+    hs = self.encode_prefix(x, self.depth)
+    z = None  # depths N..level+1 still decoding, stacked along the batch axis
+    for level in range(self.depth, 0, -1):
+      z = hs[level] if z is None else jnp.concatenate([z, hs[level]], axis=0)
+      active = z.shape[0] // b
+      skip = jnp.concatenate([hs[level - 1]] * active, axis=0)
+      z = self._D(level, z, skip)
+    recon = self._head(z).reshape((self.depth, b) + x.shape[1:3] + (self.out_channels,))
+    return recon[::-1]  # stacked N..1 -> 1..N
+
+  def __call__(self, x):
+    return self.sequence(x) if self.recursion == 'depth' else self.autoencode(x)
+
+
+def from_config(config):
+  m = config.model
+  return RcAE(out_channels=config.data.channels, features=m.features, depth=m.depth,
+              recursion=m.recursion, iterate_levels=m.iterate_levels, shared=m.shared,
+              skips=m.skips, groups=m.groups, dtype=layers.dtype_of(m.dtype))

@@ -1,0 +1,46 @@
+"""Image operators used by the losses and the scores (NHWC, float)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _depthwise(x, kernel, pad_mode):
+  """Correlates every channel of x (B, H, W, C) with a 2-D kernel, padding by `pad_mode`."""
+  kh, kw = kernel.shape
+  c = x.shape[-1]
+  x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode=pad_mode)
+  k = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, c))
+  return jax.lax.conv_general_dilated(
+      x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+
+
+_SOBEL_Y = np.outer([-1., 0., 1.], [1., 2., 1.])  # d/dy, smoothed along x
+
+
+def sobel(x):
+  """First-order image gradient: (B, H, W, C) -> (B, H, W, 2C) = [d/dy | d/dx].
+
+  Equals scipy.ndimage.sobel(x[b, :, :, c], axis, mode='nearest') per 2-D channel.
+  """
+  dy = _depthwise(x, _SOBEL_Y, 'edge')
+  dx = _depthwise(x, _SOBEL_Y.T, 'edge')
+  return jnp.concatenate([dy, dx], axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def gaussian_kernel1d(sigma, truncate=4.0):
+  radius = int(truncate * sigma + 0.5)
+  t = np.arange(-radius, radius + 1, dtype=np.float64)
+  k = np.exp(-0.5 * (t / sigma) ** 2)
+  return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_blur(x, sigma):
+  """Separable Gaussian of x (B, H, W, C); equals scipy.ndimage.gaussian_filter (mode='reflect')."""
+  if sigma <= 0:
+    return x
+  k = gaussian_kernel1d(float(sigma))
+  x = _depthwise(x, k[:, None], 'symmetric')
+  return _depthwise(x, k[None, :], 'symmetric')

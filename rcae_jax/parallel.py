@@ -1,0 +1,70 @@
+"""Data parallelism: one replica per device over a 1-D 'data' mesh, gradients pmean-ed.
+
+We use `jax.jit(jax.shard_map(...))` rather than `jax.pmap`: on the installed jax, pmap is in
+maintenance mode and is itself implemented with jit + shard_map, and shard_map gives the
+same semantics (a per-device program, explicit collectives over the named axis) while
+composing with Orbax restores and multi-host global arrays. See docs/parallelism.md.
+"""
+import os
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+AXIS = 'data'
+_DIST_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
+
+
+def maybe_initialize_distributed(force=False):
+  """Multi-host: jax.distributed.initialize() when asked for or the environment sets it up."""
+  if force or any(os.environ.get(k) for k in _DIST_ENV) or (
+      os.environ.get('SLURM_NTASKS', '1') != '1' and 'SLURM_JOB_ID' in os.environ):
+    jax.distributed.initialize()
+
+
+def make_mesh(devices=None):
+  devices = list(jax.devices() if devices is None else devices)
+  try:
+    axis_types = (jax.sharding.AxisType.Auto,)
+    return jax.sharding.Mesh(np.array(devices), (AXIS,), axis_types=axis_types)
+  except (AttributeError, TypeError):
+    return jax.sharding.Mesh(np.array(devices), (AXIS,))
+
+
+def local_batch_size(global_batch, mesh):
+  """Per-process batch; refuses a global batch the devices cannot split evenly."""
+  n_dev = mesh.devices.size
+  if global_batch % n_dev or global_batch < n_dev:
+    raise ValueError(f'batch_size={global_batch} cannot be split over {n_dev} devices: it '
+                     f'must be a positive multiple of {n_dev} (per-device batch '
+                     f'{global_batch / n_dev:g})')
+  return global_batch // jax.process_count()
+
+
+def process_slice(global_batch):
+  """Positions of the global batch this host reads (each host reads only its own slice)."""
+  per = global_batch // jax.process_count()
+  start = jax.process_index() * per
+  return slice(start, start + per)
+
+
+def replicate(tree, mesh):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(local_tree, mesh):
+  """Host-local numpy slices -> global arrays split along the batch axis over 'data'."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), local_tree)
+
+
+def data_parallel(local_fn, mesh, n_replicated, n_sharded=1):
+  """shard_map of local_fn(*replicated, *sharded) whose outputs are replicated (pmean-ed)."""
+  in_specs = (P(),) * n_replicated + (P(AXIS),) * n_sharded
+  return jax.shard_map(local_fn, mesh=mesh, in_specs=in_specs, out_specs=P(), check_vma=False)
+
+
+def device_summary(mesh):
+  d = mesh.devices.flat[0]
+  return (f'{mesh.devices.size} device(s) [{d.platform}: {d.device_kind}] over '
+          f'{jax.process_count()} process(es)')

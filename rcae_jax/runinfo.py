@@ -1,0 +1,65 @@
+"""What a run leaves next to its results: resolved config, environment, model bundle."""
+import importlib.metadata
+import os
+import pathlib
+import platform
+import sys
+
+import jax
+import orbax.checkpoint as ocp
+
+from rcae_jax import config as config_lib
+from rcae_jax import files
+
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy',
+             'scikit-image', 'pillow', 'ml_collections')
+
+
+def environment(mesh=None):
+  versions = {}
+  for name in _PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
+  return {
+      'python': sys.version.split()[0], 'platform': platform.platform(),
+      'packages': versions, 'backend': jax.default_backend(),
+      'devices': [f'{d.platform}:{d.id}:{d.device_kind}' for d in devices],
+      'device_count': len(devices), 'process_count': jax.process_count(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+
+
+def write_run_files(workdir, config, mesh=None):
+  if jax.process_index() != 0:
+    return
+  workdir = pathlib.Path(workdir)
+  files.atomic_write(workdir / 'config.json', config_lib.to_json(config))
+  files.write_json(workdir / 'env.json', environment(mesh))
+
+
+def save_bundle(workdir, params, config):
+  """<workdir>/model: params of every trained net (Orbax; written to a temp dir, renamed)."""
+  path = pathlib.Path(workdir).absolute() / 'model'
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(path / 'params', params, force=True)
+    ckpt.wait_until_finished()
+  files.atomic_write(path / 'config.json', config_lib.to_json(config))
+
+
+class BundleError(FileNotFoundError):
+  pass
+
+
+def load_bundle(workdir):
+  """-> (config, params) of a finished run."""
+  path = pathlib.Path(workdir).absolute() / 'model'
+  if not (path / 'config.json').exists():
+    raise BundleError(f'{workdir}: no finished model (expected {path}/); train it first with '
+                      f'python -m rcae_jax train --workdir {workdir}')
+  config = config_lib.from_json((path / 'config.json').read_text())
+  with ocp.StandardCheckpointer() as ckpt:
+    params = ckpt.restore(path / 'params')
+  return config, params

@@ -1,0 +1,37 @@
+"""Four virtual CPU devices for every test (set before JAX starts), shared tiny fixtures."""
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=4').strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rcae_jax import config as config_lib  # noqa: E402
+
+
+def tiny_config(tmp_cache, *overrides):
+  """The tiny experiment config at 16² and short stages, data cached under tmp_cache."""
+  return config_lib.load_config(ROOT / 'experiments' / 'configs' / 'tiny.py', [
+      'data.resolution=16', f'data.cache_dir={tmp_cache}', *overrides])
+
+
+@pytest.fixture(scope='session')
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, cache_dir):
+  """One tiny run of all three stages, shared by the evaluate/predict/dynamics tests."""
+  from rcae_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('run')
+  config = tiny_config(cache_dir, 'stage1.steps=80', 'stage2.steps=30', 'stage3.steps=60')
+  train.train(config, workdir)
+  return workdir

@@ -1,0 +1,74 @@
+"""The commands a user runs: train/evaluate/predict through the CLI, and clear refusals."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from rcae_jax import __main__ as cli
+from rcae_jax import inference, metrics, runinfo
+from rcae_jax import data as data_lib
+
+
+def test_evaluate_writes_metrics_tables_and_pictures(trained_run, capsys):
+  assert cli.main(['evaluate', '--workdir', str(trained_run)]) == 0
+  out = capsys.readouterr().out
+  assert '| category |' in out
+  result = json.loads((trained_run / 'eval' / 'metrics.json').read_text())
+  assert set(result) >= {'per_category', 'mean', 'per_defect'}
+  assert set(result['mean']) == set(metrics.METRICS)
+  assert all(0 <= v <= 100 for v in result['mean'].values())
+  assert set(result['per_defect']['brick']) == {'scratch', 'texture'}
+  for name in ('metrics.md', 'heatmaps.png', 'sequence_0.png'):
+    assert (trained_run / 'eval' / name).stat().st_size > 0
+
+
+def test_one_inference_path(trained_run):
+  """evaluate's scores are exactly what inference.run (predict, bench) gives."""
+  config, params = runinfo.load_bundle(trained_run)
+  ds = data_lib.load(config, need_test=True)
+  scores = inference.run(config, params, ds.test)['score']
+  again = inference.run(config, params, ds.test, batch_size=5)['score']
+  np.testing.assert_allclose(scores, again, rtol=1e-5, atol=1e-7)
+  m = metrics.compute_metrics(scores, ds.test_labels, inference.run(config, params, ds.test)['map'],
+                              ds.test_masks)
+  assert m['image_auroc'] == pytest.approx(metrics.auroc(scores, ds.test_labels) * 100)
+
+
+def test_predict_writes_maps_and_decisions(trained_run, tmp_path):
+  config, params = runinfo.load_bundle(trained_run)
+  ds = data_lib.load(config, need_test=True)
+  folder = ds.test_names[0].rsplit('/', 1)[0]
+  assert cli.main(['predict', '--workdir', str(trained_run), folder, '--out', str(tmp_path)]) == 0
+  rows = list(csv.DictReader(open(tmp_path / 'scores.csv')))
+  assert rows and {r['decision'] for r in rows} <= {'normal', 'anomalous'}
+  cal = json.loads((trained_run / 'calibration.json').read_text())
+  assert all(float(r['threshold']) == pytest.approx(cal['threshold'], rel=1e-5) for r in rows)
+  idx = [ds.test_names.index(r['image']) for r in rows]
+  expected = inference.run(config, params, ds.test[idx])['score']
+  np.testing.assert_allclose([float(r['score']) for r in rows], expected, rtol=1e-4)
+  assert len(list((tmp_path / 'maps').glob('*.png'))) == len(rows)
+
+
+def test_retrain_resumes_instead_of_starting_over(trained_run, capsys):
+  cfg = json.loads((trained_run / 'config.json').read_text())
+  before = (trained_run / 'stage1' / 'metrics.jsonl').read_text()
+  overrides = [f'data.resolution={cfg["data"]["resolution"]}',
+               f'data.cache_dir={cfg["data"]["cache_dir"]}',
+               *[f'stage{s}.steps={cfg[f"stage{s}"]["steps"]}' for s in (1, 2, 3)]]
+  assert cli.main(['train', '--config', str(ROOT / 'experiments/configs/tiny.py'),
+                   '--workdir', str(trained_run), '--set', *overrides]) == 0
+  assert (trained_run / 'stage1' / 'metrics.jsonl').read_text() == before
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['train', '--workdir', 'x', '--set', 'model.dpeth=3'], "unknown config key 'model.dpeth'"),
+    (['train', '--workdir', 'x', '--data', 'mtd'], 'data.root is empty'),
+    (['train', '--workdir', 'x', '--data', 'mvtec:/does/not/exist'], 'does not exist'),
+    (['evaluate', '--workdir', '/no/such/run'], 'no finished model'),
+])
+def test_cli_refuses_with_a_message(argv, match, capsys, tmp_path):
+  argv = [a.replace('x', str(tmp_path / 'w')) if a == 'x' else a for a in argv]
+  assert cli.main(argv) == 2
+  assert match in capsys.readouterr().err

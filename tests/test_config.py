@@ -1,0 +1,46 @@
+"""Configs: overrides, and bad keys or values refused with their names."""
+import pytest
+
+from conftest import ROOT, tiny_config
+from rcae_jax import config as config_lib
+from rcae_jax.config import ConfigError
+
+
+@pytest.mark.parametrize('name', ['base', 'tiny', 'demo', 'paper'])
+def test_configs_load(name):
+  c = config_lib.load_config(ROOT / 'experiments' / 'configs' / f'{name}.py')
+  assert c.model.depth >= 1
+  assert config_lib.from_json(config_lib.to_json(c)).to_dict() == c.to_dict()
+
+
+def test_paper_config():
+  c = config_lib.load_config(ROOT / 'experiments' / 'configs' / 'paper.py')
+  assert (c.data.resolution, c.model.depth, c.stage1.epochs, c.stage2.epochs,
+          c.stage3.epochs, c.stage1.lr) == (1024, 5, 1500, 400, 300, 1e-4)
+
+
+def test_overrides_apply(tmp_path):
+  c = tiny_config(tmp_path, 'model.depth=2', 'stages=(1, 2)', 'model.crd_steps=[1]', 'data.name=mtd')
+  assert c.model.depth == 2 and c.stages == (1, 2) and c.model.crd_steps == (1,)
+  assert c.data.name == 'mtd'
+
+
+@pytest.mark.parametrize('override,match', [
+    ('model.dpeth=3', "unknown config key 'model.dpeth'"),
+    ('nonsense=1', "unknown config key 'nonsense'"),
+    ('model.depth=three', "'model.depth' expects int"),
+    ('model.recursion=spiral', 'model.recursion=.spiral. is not one of'),
+    ('data.resolution=20', 'data.resolution=20 must be divisible'),
+    ('stages=(2, 3)', 'stages=.* must be'),
+    ('model.crd_steps=(1, 9)', r'model.crd_steps has steps \[9\]'),
+    ('anomaly.shapes=("star",)', "unknown \\['star'\\]"),
+    ('depth', 'not of the form key=value'),
+])
+def test_bad_overrides_refused(tmp_path, override, match):
+  with pytest.raises(ConfigError, match=match):
+    tiny_config(tmp_path, override)
+
+
+def test_missing_config_file():
+  with pytest.raises(ConfigError, match='does not exist'):
+    config_lib.load_config('nope/missing.py')

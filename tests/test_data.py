@@ -1,0 +1,154 @@
+"""Loaders on miniature MVTec / VisA / MTD / folder trees, and every bad input named."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from rcae_jax import data as data_lib
+from rcae_jax.data import DataError
+from rcae_jax.data import pipeline as input_pipeline
+
+
+def _img(path, size=(32, 32), mode='RGB', value=None, seed=0):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  shape = (size[1], size[0]) + ((3,) if mode == 'RGB' else ())
+  arr = rng.integers(0, 255, shape).astype(np.uint8) if value is None else np.full(shape, value, np.uint8)
+  Image.fromarray(arr).save(path)
+  return path
+
+
+def make_mvtec(root, category='bottle', n_train=6, mask_size=(32, 32)):
+  base = root / category
+  for i in range(n_train):
+    _img(base / 'train' / 'good' / f'{i:03d}.png', seed=i)
+  for i in range(2):
+    _img(base / 'test' / 'good' / f'{i:03d}.png', seed=10 + i)
+    _img(base / 'test' / 'crack' / f'{i:03d}.png', seed=20 + i)
+    mask = np.zeros((mask_size[1], mask_size[0]), np.uint8)
+    mask[4:12, 4:12] = 255
+    (base / 'ground_truth' / 'crack').mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(base / 'ground_truth' / 'crack' / f'{i:03d}_mask.png')
+  return root
+
+
+def make_visa(root):
+  lines = ['object,split,label,image,mask']
+  for i in range(5):
+    _img(root / 'candle' / 'Data' / 'Images' / 'Normal' / f'{i}.JPG', seed=i)
+    lines.append(f'candle,train,normal,candle/Data/Images/Normal/{i}.JPG,')
+  for i in range(2):
+    _img(root / 'candle' / 'Data' / 'Images' / 'Anomaly' / f'{i}.JPG', seed=9 + i)
+    _img(root / 'candle' / 'Data' / 'Masks' / 'Anomaly' / f'{i}.png', mode='L', value=3)
+    lines.append(f'candle,test,anomaly,candle/Data/Images/Anomaly/{i}.JPG,'
+                 f'candle/Data/Masks/Anomaly/{i}.png')
+  _img(root / 'candle' / 'Data' / 'Images' / 'Normal' / 't.JPG', seed=30)
+  lines.append('candle,test,normal,candle/Data/Images/Normal/t.JPG,')
+  (root / 'split_csv').mkdir(parents=True)
+  (root / 'split_csv' / '1cls.csv').write_text('\n'.join(lines) + '\n')
+  return root
+
+
+def make_mtd(root):
+  names = []
+  for i in range(6):
+    _img(root / 'MT_Free' / 'Imgs' / f'free_{i}.jpg', (20, 30), 'L', seed=i)
+    _img(root / 'MT_Free' / 'Imgs' / f'free_{i}.png', (20, 30), 'L', value=0)
+    names.append(f'free_{i}.jpg')
+  (root / 'differnet_train_split.txt').write_text('\n'.join(names[:4]) + '\n')
+  for cls in ('Blowhole', 'Break', 'Crack', 'Fray', 'Uneven'):
+    _img(root / f'MT_{cls}' / 'Imgs' / f'{cls}_0.jpg', (20, 30), 'L', seed=40)
+    mask = np.zeros((30, 20), np.uint8)
+    mask[5:15, 5:10] = 255
+    Image.fromarray(mask).save(root / f'MT_{cls}' / 'Imgs' / f'{cls}_0.png')
+  return root
+
+
+def _cfg(tmp_path, name, root, *ov):
+  return tiny_config(tmp_path / 'cache', f'data.name={name}', f'data.root={root}',
+                     'data.val_fraction=0.25', *ov)
+
+
+def test_mvtec(tmp_path):
+  root = make_mvtec(tmp_path / 'mvtec')
+  ds = data_lib.load(_cfg(tmp_path, 'mvtec', root), need_test=True)
+  assert ds.category == 'bottle' and ds.train.shape == (4, 16, 16, 3) and len(ds.val) == 2
+  assert ds.test.shape == (4, 16, 16, 3) and ds.test_masks.shape == (4, 16, 16)
+  assert ds.test_labels.tolist() == [1, 1, 0, 0]
+  assert ds.test_masks[:2].any(axis=(1, 2)).all() and not ds.test_masks[2:].any()
+  assert set(ds.test_defects) == {'crack', 'good'}
+
+
+def test_visa(tmp_path):
+  ds = data_lib.load(_cfg(tmp_path, 'visa', make_visa(tmp_path / 'visa')), need_test=True)
+  assert ds.category == 'candle' and len(ds.train) + len(ds.val) == 5
+  assert ds.test_labels.tolist() == [1, 1, 0]
+  assert ds.test_masks[:2].all()  # mask value 3: non-zero is anomalous in VisA
+
+
+def test_mtd_standard_split_grayscale(tmp_path):
+  cfg = _cfg(tmp_path, 'mtd', make_mtd(tmp_path / 'mtd'), 'data.channels=1')
+  ds = data_lib.load(cfg, need_test=True)
+  assert len(ds.train) + len(ds.val) == 4 and ds.train.shape[-1] == 1
+  assert len(ds.test) == 2 + 5 and ds.test_labels.sum() == 5
+  assert set(ds.test_defects) == {'good', 'blowhole', 'break', 'crack', 'fray', 'uneven'}
+
+
+def test_folder_and_builtin(tmp_path):
+  root = make_mvtec(tmp_path / 'f', 'mine')
+  ds = data_lib.load(_cfg(tmp_path, 'folder', root / 'mine'), need_test=True)
+  assert len(ds.test) == 4
+  ds = data_lib.load(tiny_config(tmp_path / 'cache'), need_test=True)
+  assert ds.category == 'brick' and ds.test_labels.sum() == 40
+  assert set(ds.test_defects) == {'good', 'texture', 'scratch'}
+  assert 0.005 < ds.test_masks[ds.test_labels == 1].mean() < 0.3
+
+
+def test_train_fraction_and_val_are_disjoint(tmp_path):
+  cfg = tiny_config(tmp_path / 'cache', 'data.train_fraction=0.1')
+  _, train, val, _ = data_lib.load_split(cfg)
+  assert len(train) == 7 and not set(train) & set(val)
+
+
+def test_batches_are_a_function_of_step():
+  a = input_pipeline.batch_indices(10, 4, 0, 7)
+  assert (a == input_pipeline.batch_indices(10, 4, 0, 7)).all()
+  epoch = np.concatenate([input_pipeline.batch_indices(10, 5, 0, s) for s in range(2)])
+  assert sorted(epoch.tolist()) == list(range(10))  # each epoch visits every image once
+
+
+@pytest.mark.parametrize('breakage,match', [
+    ('missing', 'does not exist'),
+    ('truncated', 'unreadable or truncated'),
+    ('mask_size', 'does not match its image'),
+    ('empty', 'empty category'),
+    ('no_anomalies', 'no anomalies'),
+    ('no_mask', 'no mask'),
+])
+def test_bad_input_is_named(tmp_path, breakage, match):
+  root = make_mvtec(tmp_path / 'mvtec', mask_size=(16, 16) if breakage == 'mask_size' else (32, 32))
+  base = root / 'bottle'
+  bad_file = None
+  if breakage == 'missing':
+    bad_file = base / 'train' / 'good'
+    for p in bad_file.iterdir():
+      p.unlink()
+    bad_file.rmdir()
+  elif breakage == 'truncated':
+    bad_file = base / 'test' / 'crack' / '001.png'
+    bad_file.write_bytes(bad_file.read_bytes()[:60])
+  elif breakage == 'mask_size':
+    bad_file = base / 'ground_truth' / 'crack' / '000_mask.png'
+  elif breakage == 'empty':
+    for p in (base / 'train' / 'good').iterdir():
+      p.unlink()
+  elif breakage == 'no_anomalies':
+    for p in (base / 'test' / 'crack').iterdir():
+      p.unlink()
+  elif breakage == 'no_mask':
+    bad_file = base / 'test' / 'crack' / '000.png'
+    (base / 'ground_truth' / 'crack' / '000_mask.png').unlink()
+  with pytest.raises(DataError, match=match) as err:
+    data_lib.load(_cfg(tmp_path, 'mvtec', root), need_test=True)
+  if bad_file is not None:
+    assert str(bad_file.name) in str(err.value)

@@ -1,0 +1,97 @@
+"""Shapes, weight sharing, scan == loop, batched sequence == per-depth, Sobel/Gaussian refs."""
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from conftest import tiny_config
+from rcae_jax import ops, pipeline
+from rcae_jax.models import crd, layers
+
+
+@pytest.fixture(scope='module')
+def x():
+  return jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3))
+
+
+@pytest.mark.parametrize('recursion', ['depth', 'iterate'])
+def test_shapes(tmp_path, x, recursion):
+  config = tiny_config(tmp_path, f'model.recursion={recursion}')
+  nets = pipeline.networks(config)
+  params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))
+  out = pipeline.make_inference(config, with_sequences=True)(params, x)
+  n = config.model.depth
+  chex.assert_shape(out['recon'], (n, 2, 16, 16, 3))
+  chex.assert_shape(out['enhanced'], (n, 2, 16, 16, 3))
+  chex.assert_shape(out['map'], (2, 16, 16))
+  chex.assert_shape(out['score'], (2,))
+  assert np.all((out['recon'] >= 0) & (out['recon'] <= 1))
+
+
+def test_batched_depth_sequence_equals_each_depth(tmp_path, x):
+  config = tiny_config(tmp_path)
+  nets = pipeline.networks(config)
+  p = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
+  seq = pipeline.rcae_sequence(nets, p, x)
+  for n in range(1, config.model.depth + 1):
+    np.testing.assert_allclose(seq[n - 1], pipeline.rcae_at_depth(nets, p, x, n), atol=1e-5)
+
+
+def test_iterate_scan_equals_python_loop(tmp_path, x):
+  config = tiny_config(tmp_path, 'model.recursion=iterate')
+  nets = pipeline.networks(config)
+  p = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
+  seq = jax.jit(lambda p, x: pipeline.rcae_sequence(nets, p, x))(p, x)
+  r = x
+  for n in range(config.model.depth):
+    r = nets.rcae.apply(p, r, method='autoencode')
+    np.testing.assert_allclose(seq[n], r, atol=1e-5)
+    np.testing.assert_allclose(pipeline.rcae_at_depth(nets, p, x, n + 1), r, atol=1e-5)
+
+
+def _rcae_count(tmp_path, *ov):
+  config = tiny_config(tmp_path, 'data.resolution=64', *ov)
+  nets = pipeline.networks(config)
+  return layers.count_params(pipeline.init_params(nets, jax.random.PRNGKey(0), (64, 64, 3))['rcae'])
+
+
+def test_shared_params_independent_of_depth_unshared_grow(tmp_path):
+  shared = [_rcae_count(tmp_path, f'model.depth={n}') for n in (1, 3, 5)]
+  unshared = [_rcae_count(tmp_path, f'model.depth={n}', 'model.shared=False') for n in (1, 3, 5)]
+  assert shared[0] == shared[1] == shared[2]
+  assert unshared[0] == shared[0] and unshared[0] < unshared[1] < unshared[2]
+
+
+def test_skips_change_the_decoder(tmp_path):
+  assert _rcae_count(tmp_path, 'model.skips=False') < _rcae_count(tmp_path)
+
+
+def test_stepconv_is_a_3d_convolution():
+  h = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 8, 8, 5))
+  sc = crd.StepConv(6)
+  p = sc.init(jax.random.PRNGKey(1), h)
+  k2 = p['params']['Conv_0']['kernel']  # (3, 3, 3 * 5, 6)
+  k3 = jnp.transpose(k2.reshape(3, 3, 3, 5, 6), (2, 0, 1, 3, 4))  # (t, h, w, c, f)
+  conv3 = nn.Conv(6, (3, 3, 3), padding='SAME')
+  ref = conv3.apply({'params': {'kernel': k3, 'bias': p['params']['Conv_0']['bias']}}, h)
+  np.testing.assert_allclose(sc.apply(p, h), ref, atol=1e-5)
+
+
+def test_sobel_matches_scipy():
+  img = np.random.default_rng(0).random((2, 9, 11, 3)).astype(np.float32)
+  got = np.asarray(ops.sobel(jnp.asarray(img)))
+  for b in range(2):
+    for c in range(3):
+      np.testing.assert_allclose(got[b, :, :, c], ndimage.sobel(img[b, :, :, c], 0, mode='nearest'),
+                                 atol=1e-5)
+      np.testing.assert_allclose(got[b, :, :, 3 + c],
+                                 ndimage.sobel(img[b, :, :, c], 1, mode='nearest'), atol=1e-5)
+
+
+def test_gaussian_blur_matches_scipy():
+  img = np.random.default_rng(0).random((1, 40, 40, 1)).astype(np.float32)
+  got = np.asarray(ops.gaussian_blur(jnp.asarray(img), 4.0))[0, :, :, 0]
+  np.testing.assert_allclose(got, ndimage.gaussian_filter(img[0, :, :, 0], 4.0), atol=1e-5)
