@@ -60,6 +60,7 @@ def _parser():
   p.add_argument('preset', help='name in experiments/sweeps/ or a path')
   p.add_argument('--workdir', required=True)
   p.add_argument('--categories', default=None, help="comma list or 'all' (default: first)")
+  p.add_argument('--config', default=None, help="base config replacing the preset's")
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   _add_data(p)
   p = sub.add_parser('dynamics', help='how reconstructions evolve over recursion steps')
@@ -107,7 +108,8 @@ def _run(args):
     bench.main(args)
   elif args.cmd == 'sweep':
     from rcae_jax import sweep  # pylint: disable=g-import-not-at-top
-    sweep.run(args.preset, args.workdir, _data_overrides(args) + args.set, args.categories)
+    sweep.run(args.preset, args.workdir, _data_overrides(args) + args.set, args.categories,
+              args.config)
   elif args.cmd == 'dynamics':
     from rcae_jax import dynamics  # pylint: disable=g-import-not-at-top
     dynamics.run(args.workdir, _data_overrides(args), args.max_images)

@@ -137,10 +137,19 @@ def synthesize(key, x, other, textures, *, shapes=tuple(SHAPES), fillers=tuple(F
   return corrupted, mask[..., None]
 
 
+def _partners(images):
+  """Example i's "other image" is example i xor 1: with an even per-device batch the pair
+  never straddles two devices, so the fillers do not depend on the device count."""
+  b = images.shape[0]
+  if b % 2:
+    return jnp.roll(images, 1, axis=0)
+  return images.reshape((b // 2, 2) + images.shape[1:])[:, ::-1].reshape(images.shape)
+
+
 def synthesize_batch(key, images, indices, textures, config):
   """Per-example keys from (step key, global example index): device-count independent."""
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-  other = jnp.roll(images, 1, axis=0)
+  other = _partners(images)
   a = config.anomaly
   fn = functools.partial(synthesize, shapes=tuple(a.shapes), fillers=tuple(a.fillers),
                          p_clean=a.p_clean, min_opacity=a.min_opacity, max_size=a.max_size)

@@ -72,7 +72,7 @@ def _pictures(eval_dir, config, params, ds, scores, maps, n):
   missed = [i for i in order if labels[i]][: max(1, n // 4)]
   good = [i for i in order[::-1] if not labels[i]][: max(1, n // 4)]
   pick = list(dict.fromkeys(bad + missed + good))
-  names = [f'{pathlib.Path(ds.test_names[i]).parent.name}/{pathlib.Path(ds.test_names[i]).name}'
+  names = ['/'.join(pathlib.Path(ds.test_names[i]).parts[-3:])
            for i in pick]
   vmax = float(np.quantile(maps, 0.999))
   figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick], maps[pick],

@@ -37,8 +37,8 @@ def test_run_writes_bundle_config_env_and_calibration(trained_run):
 def test_crd_localises_its_own_pseudo_anomalies(tmp_path):
   """A short stage 3 at 32² already beats chance on pseudo-anomalies it never saw
   (held-out images, a texture bank from other crops); measured 0.59 when written."""
-  config = tiny_config(tmp_path / 'cache', 'data.resolution=32', 'stage1.steps=30',
-                       'stage2.steps=10', 'stage3.steps=200', 'stage3.lr=5e-3',
+  config = tiny_config(tmp_path / 'cache', 'data.resolution=32', 'model.depth=2',
+                       'stage1.steps=15', 'stage2.steps=5', 'stage3.steps=200', 'stage3.lr=5e-3',
                        'model.crd_features=16', 'log_every=50', 'score.sigma=0.0')
   train.train(config, tmp_path / 'run')
   config, params = runinfo.load_bundle(tmp_path / 'run')
@@ -54,7 +54,7 @@ def test_crd_localises_its_own_pseudo_anomalies(tmp_path):
 
 def _stage_config(tmp_path, *ov):
   return tiny_config(tmp_path / 'cache', 'stage1.steps=6', 'stage2.steps=6', 'stage3.steps=6',
-                     'log_every=1', 'ckpt_every=2', *ov)
+                     'log_every=1', 'ckpt_every=2', 'model.depth=2', *ov)
 
 
 def _frozen(config, stage):
@@ -124,19 +124,19 @@ def test_resume_after_interruption_is_exact(tmp_path, stage):
 
 
 def test_k_vmapped_models_equal_separate_runs(tmp_path):
-  config = _stage_config(tmp_path, 'num_models=2')
+  config = _stage_config(tmp_path, 'num_models=2', 'depth_sampling=max')
   images = data_lib.load(config).train
   mesh = parallel.make_mesh()
   both, _ = train.train_stage(1, config, tmp_path / 'k', images, {}, mesh)
   for k in range(2):
-    single = _stage_config(tmp_path, f'seed={k}')
+    single = _stage_config(tmp_path, f'seed={k}', 'depth_sampling=max')
     alone, _ = train.train_stage(1, single, tmp_path / f's{k}', images, {}, mesh)
     chex.assert_trees_all_close(jax.tree.map(lambda a, k=k: a[k], both), alone,
                                 rtol=1e-4, atol=1e-6)
 
 
 def test_depth_schedule_compiles_once_per_depth(tmp_path):
-  config = _stage_config(tmp_path, 'stage1.steps=12')
+  config = _stage_config(tmp_path, 'stage1.steps=12', 'model.depth=3')
   depths = {train.depth_of_step(config, 1, s) for s in range(12)}
   assert depths == {1, 2, 3}
   assert all(train.depth_of_step(config, 1, s) == train.depth_of_step(config, 1, s)

@@ -1,0 +1,77 @@
+"""Recursion dynamics: how R_n and D_n evolve over n inside and outside the defects.
+
+The paper's claim is that normal regions settle after a few steps while anomalous regions
+keep changing. We measure, per step n, the mean reconstruction error |R_n - x| and the mean
+change |R_{n+1} - R_n| over defect pixels and over normal pixels (of all test images), and
+their ratio anomalous / normal: a ratio above 1 that stays above 1 supports the claim.
+"""
+import pathlib
+
+import numpy as np
+
+from rcae_jax import config as config_lib
+from rcae_jax import data as data_lib
+from rcae_jax import figures, files, inference, runinfo
+
+
+def _region_means(per_pixel, masks):
+  """per_pixel (S, B, H, W) -> (anomalous mean, normal mean) per step."""
+  anom = np.array([p[masks].mean() if masks.any() else np.nan for p in per_pixel])
+  norm = np.array([p[~masks].mean() for p in per_pixel])
+  return anom, norm
+
+
+def curves(seq, images, masks):
+  """seq (N, B, H, W, C) float, images (B, H, W, C) float, masks (B, H, W) bool -> dict."""
+  err = np.abs(seq - images[None]).mean(-1)
+  change = np.abs(np.diff(seq, axis=0)).mean(-1)
+  e_a, e_n = _region_means(err, masks)
+  c_a, c_n = _region_means(change, masks)
+  return {'error_anomalous': e_a, 'error_normal': e_n, 'error_ratio': e_a / e_n,
+          'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
+
+
+def run(workdir, overrides=(), max_images=64):
+  workdir = pathlib.Path(workdir)
+  config, params = runinfo.load_bundle(workdir)
+  if config.num_models > 1:
+    raise config_lib.ConfigError('dynamics takes a run with num_models = 1')
+  if overrides:
+    config = config_lib.apply_overrides(config, overrides)
+  ds = data_lib.load(config, need_test=True)
+  bad = np.nonzero(ds.test_labels == 1)[0]
+  good = np.nonzero(ds.test_labels == 0)[0]
+  pick = np.concatenate([bad[: max_images - max_images // 4], good[: max_images // 4]])
+  images = ds.test[pick]
+  masks = ds.test_masks[pick]
+  out = inference.run(config, params, images, with_sequences=True)
+  x = images.astype(np.float32) / 255.0
+  result = {'recursion': config.model.recursion, 'depth': config.model.depth,
+            'n_images': int(len(pick)), 'n_anomalous': int((ds.test_labels[pick] == 1).sum()),
+            'steps': list(range(1, config.model.depth + 1)), 'R': curves(out['recon'], x, masks)}
+  if 'enhanced' in out:
+    result['D'] = curves(out['enhanced'], x, masks)
+  out_dir = workdir / 'dynamics'
+  files.write_json(out_dir / 'dynamics.json', result)
+  steps = result['steps']
+  for name in [k for k in ('R', 'D') if k in result]:
+    c = result[name]
+    figures.curves(out_dir / f'error_{name}.png', steps,
+                   {'defect pixels': c['error_anomalous'], 'normal pixels': c['error_normal']},
+                   'recursion step n', f'mean |{name}_n - x|', f'{name}: error over steps')
+    if len(steps) > 1:
+      figures.curves(out_dir / f'change_{name}.png', steps[1:],
+                     {'defect pixels': c['change_anomalous'], 'normal pixels': c['change_normal']},
+                     'recursion step n+1', f'mean |{name}_(n+1) - {name}_n|',
+                     f'{name}: change per step (ratio defect/normal '
+                     f'{np.nanmean(c["change_ratio"]):.2f})')
+  for j in range(min(3, int((ds.test_labels[pick] == 1).sum()))):
+    figures.sequence_strip(out_dir / f'strip_{j}.png', images[j], out['recon'][:, j],
+                           out.get('enhanced', [None] * 0)[:, j] if 'enhanced' in out else None,
+                           'defective test image')
+  r = result['R']
+  print(f"R_n error ratio defect/normal per step: {np.round(r['error_ratio'], 2).tolist()}")
+  if len(steps) > 1:
+    print(f"R_n change ratio defect/normal per step: {np.round(r['change_ratio'], 2).tolist()}")
+  print(f'wrote {out_dir}/dynamics.json and figures')
+  return result

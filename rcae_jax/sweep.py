@@ -1,0 +1,129 @@
+"""Ablation sweeps: a preset expands a base config into named variants; each variant ×
+category trains and evaluates in its own directory (finished runs skipped, interrupted ones
+resumed, failures recorded), then one table like the paper's."""
+import csv
+import importlib.util
+import io
+import pathlib
+import re
+import time
+import traceback
+
+import numpy as np
+
+from rcae_jax import config as config_lib
+from rcae_jax import data as data_lib
+from rcae_jax import evaluate, figures, files, metrics, train
+
+SWEEPS = pathlib.Path(__file__).resolve().parent.parent / 'experiments' / 'sweeps'
+CONFIGS = SWEEPS.parent / 'configs'
+
+
+def load_preset(name):
+  """-> {'config': path, 'variants': [(name, [overrides])], 'title': str}."""
+  path = pathlib.Path(name)
+  if not path.suffix:
+    path = SWEEPS / f'{name}.py'
+  if not path.is_file():
+    known = sorted(p.stem for p in SWEEPS.glob('*.py') if not p.stem.startswith('_'))
+    raise config_lib.ConfigError(f'sweep preset {name!r} not found; known presets: {known}')
+  spec = importlib.util.spec_from_file_location(f'_sweep_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  preset = module.get_sweep()
+  preset.setdefault('title', path.stem)
+  cfg = pathlib.Path(preset['config'])
+  preset['config'] = cfg if cfg.is_absolute() else CONFIGS / cfg
+  return preset
+
+
+def slug(name):
+  return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')
+
+
+def run(preset_name, workdir, overrides=(), categories=None, config=None):
+  """config: a config file replacing the preset's base (e.g. experiments/configs/mtd.py)."""
+  preset = load_preset(preset_name)
+  if config:
+    preset['config'] = pathlib.Path(config)
+  workdir = pathlib.Path(workdir)
+  base = config_lib.load_config(preset['config'], list(overrides))
+  # Every variant must be a valid config before anything trains.
+  configs = [(name, config_lib.apply_overrides(base, ov)) for name, ov in preset['variants']]
+  cats = _categories(base, categories)
+  rows = []
+  for name, config in configs:
+    for cat in cats:
+      cfg = config_lib.apply_overrides(config, [f'data.category={cat}'])
+      rows.append(_run_one(name, cat, cfg, workdir / slug(name) / slug(cat)))
+  _write_tables(workdir, preset, rows, cats)
+  return rows
+
+
+def _categories(config, categories):
+  if categories in (None, ''):
+    return [config.data.category or data_lib.loader.categories(config)[0]]
+  if categories == 'all':
+    return data_lib.loader.categories(config)
+  return [c.strip() for c in categories.split(',') if c.strip()]
+
+
+def _run_one(name, cat, config, run_dir):
+  done = run_dir / 'eval' / 'metrics.json'
+  row = {'variant': name, 'category': cat, 'dir': str(run_dir)}
+  if done.exists():
+    print(f'[sweep] {name} / {cat}: finished earlier, skipped', flush=True)
+    return {**row, **files.json.loads(done.read_text())['mean'], 'status': 'skipped (done)'}
+  print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
+  t0 = time.time()
+  try:
+    if train.train(config, run_dir) is None:
+      raise RuntimeError('training stopped before the last step')
+    result = evaluate.evaluate(run_dir)
+    (run_dir / 'error.txt').unlink(missing_ok=True)
+    return {**row, **result['mean'], 'status': 'ok', 'seconds': round(time.time() - t0, 1)}
+  except Exception as e:  # pylint: disable=broad-except
+    files.atomic_write(run_dir / 'error.txt', traceback.format_exc())
+    print(f'[sweep] {name} / {cat}: FAILED ({type(e).__name__}: {e}); see {run_dir}/error.txt',
+          flush=True)
+    return {**row, 'status': f'failed: {type(e).__name__}: {e}'}
+
+
+def _write_tables(workdir, preset, rows, cats):
+  fields = ['variant', 'category', 'status', *metrics.METRICS, 'seconds', 'dir']
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
+  writer.writeheader()
+  for r in rows:
+    writer.writerow({k: (f'{r[k]:.2f}' if isinstance(r.get(k), float) else r.get(k, ''))
+                     for k in fields})
+  files.atomic_write(workdir / 'results.csv', buf.getvalue())
+  variants = list(dict.fromkeys(r['variant'] for r in rows))
+  lines = [f'# {preset["title"]}', '',
+           'I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over categories.', '',
+           '| variant | ' + ' | '.join(cats) + ' | mean I-AUROC | mean P-AUROC | mean AUPRO | '
+           'mean F1-max | mean P-AP |',
+           '|---|' + '---|' * (len(cats) + 5)]
+  means = {}
+  for v in variants:
+    by_cat = {r['category']: r for r in rows if r['variant'] == v}
+    cells = []
+    for c in cats:
+      r = by_cat.get(c, {})
+      cells.append('/'.join(f'{r[m]:.1f}' for m in ('image_auroc', 'pixel_auroc', 'aupro'))
+                   if 'image_auroc' in r else 'failed')
+    ok = [r for r in by_cat.values() if 'image_auroc' in r]
+    mean = {m: float(np.mean([r[m] for r in ok])) for m in metrics.METRICS} if ok else {}
+    means[v] = mean
+    cells += [f'{mean[m]:.1f}' if mean else '–' for m in metrics.METRICS]
+    lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
+  failed = [r for r in rows if r['status'].startswith('failed')]
+  if failed:
+    lines += ['', 'Failed runs:'] + [f'- {r["variant"]} / {r["category"]}: {r["status"]}'
+                                     for r in failed]
+  files.atomic_write(workdir / 'results.md', '\n'.join(lines) + '\n')
+  names = [v for v in variants if means[v]]
+  if names:
+    figures.bars(workdir / 'results.png', names, [means[v]['image_auroc'] for v in names],
+                 'mean image AUROC (%)', preset['title'])
+  print('\n'.join(lines))

@@ -1,0 +1,37 @@
+"""bench: every field, same hash twice, unknown steps refused."""
+import json
+
+import pytest
+
+from conftest import ROOT
+from rcae_jax import __main__ as cli
+
+FIELDS = {'name', 'compile_s', 'step_s_median', 'step_s_min', 'step_s_max', 'images_per_s',
+          'flops', 'flops_per_s', 'peak_fraction', 'output_hash'}
+
+
+def _bench(tmp_path, out, *extra):
+  argv = ['bench', '--config', str(ROOT / 'experiments/configs/tiny.py'), '--iters', '2',
+          '--devices', '1', '--resolution', '16', '--peak-tflops', '0.1', '--out', str(out),
+          '--set', f'data.cache_dir={tmp_path}', *extra]
+  assert cli.main(argv) == 0
+  return json.loads(out.read_text())
+
+
+def test_bench_json_fields_and_reproducible_hash(tmp_path):
+  a = _bench(tmp_path, tmp_path / 'a.json', '--what', 'train1,infer,input')
+  assert {'jax', 'flax'} <= set(a['env']['packages']) and a['env']['device_count'] == 4
+  assert a['env']['config']['model']['depth'] == 3
+  for row in a['steps']:
+    assert FIELDS <= set(row), row['name']
+    assert row['step_s_min'] <= row['step_s_median'] <= row['step_s_max']
+  by = {r['name']: r for r in a['steps']}
+  assert by['train1']['flops'] > 0 and 0 < by['train1']['peak_fraction'] < 1
+  b = _bench(tmp_path, tmp_path / 'b.json', '--what', 'train1,infer')
+  assert b['steps'][0]['output_hash'] == by['train1']['output_hash']
+  assert b['steps'][1]['output_hash'] == by['infer']['output_hash']
+
+
+def test_bench_refuses_unknown_steps(tmp_path, capsys):
+  assert cli.main(['bench', '--what', 'train1,warp', '--out', str(tmp_path / 'x.json')]) == 2
+  assert "unknown step(s) ['warp']" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Sweeps (tables, skip finished, record failures) and recursion dynamics."""
+import csv
+import json
+
+import numpy as np
+
+from conftest import ROOT
+from rcae_jax import dynamics, sweep
+
+
+def _tiny_preset(tmp_path, extra_variant=None):
+  variants = [
+      ("'+RcAE'", "['stages=(1,)', 'stage1.steps=20']"),
+      ("'+RcAE +DPN'", "['stages=(1, 2)', 'stage1.steps=20', 'stage2.steps=5']"),
+  ] + ([extra_variant] if extra_variant else [])
+  text = ('def get_sweep():\n  return {"config": %r, "variants": [%s]}\n' % (
+      str(ROOT / 'experiments/configs/tiny.py'), ', '.join(f'({n}, {o})' for n, o in variants)))
+  path = tmp_path / 'preset.py'
+  path.write_text(text)
+  return path
+
+
+def test_sweep_tables_skip_and_failure(tmp_path):
+  preset = _tiny_preset(tmp_path, ("'broken'", "['stages=(1,)', 'data.name=folder', "
+                                              "'data.root=/does/not/exist']"))
+  wd = tmp_path / 'sweep'
+  ov = ['data.resolution=16', f'data.cache_dir={tmp_path / "cache"}']
+  rows = sweep.run(preset, wd, ov)
+  assert [r['status'] for r in rows][:2] == ['ok', 'ok'] and rows[2]['status'].startswith('failed')
+  assert '/does/not/exist' in (wd / 'broken' / 'brick' / 'error.txt').read_text()
+  table = (wd / 'results.md').read_text()
+  assert '| +RcAE +DPN |' in table and 'Failed runs' in table
+  csv_rows = list(csv.DictReader(open(wd / 'results.csv')))
+  assert len(csv_rows) == 3 and float(csv_rows[0]['image_auroc']) > 0
+  assert (wd / 'results.png').stat().st_size > 0
+  again = sweep.run(preset, wd, ov)
+  assert [r['status'] for r in again][:2] == ['skipped (done)'] * 2
+  assert again[0]['image_auroc'] == rows[0]['image_auroc']
+
+
+def test_every_preset_expands_to_valid_configs():
+  for path in sorted(sweep.SWEEPS.glob('*.py')):
+    preset = sweep.load_preset(path.stem)
+    assert preset['variants'], path
+    base = sweep.config_lib.load_config(preset['config'])
+    for _, ov in preset['variants']:
+      sweep.config_lib.apply_overrides(base, ov)
+
+
+def test_dynamics_curves_and_files(trained_run):
+  result = dynamics.run(trained_run, max_images=8)
+  n = result['depth']
+  assert len(result['R']['error_anomalous']) == n and len(result['R']['change_ratio']) == n - 1
+  assert len(result['D']['error_normal']) == n
+  on_disk = json.loads((trained_run / 'dynamics' / 'dynamics.json').read_text())
+  np.testing.assert_allclose(on_disk['R']['error_ratio'], result['R']['error_ratio'])
+  for name in ('error_R.png', 'change_R.png', 'error_D.png', 'strip_0.png'):
+    assert (trained_run / 'dynamics' / name).stat().st_size > 0
+
+
+def test_curves_on_a_known_sequence():
+  x = np.zeros((1, 4, 4, 1), np.float32)
+  masks = np.zeros((1, 4, 4), bool)
+  masks[0, 0, 0] = True
+  seq = np.zeros((3, 1, 4, 4, 1), np.float32)
+  seq[:, 0, 0, 0, 0] = [0.1, 0.3, 0.6]  # the defect pixel keeps moving
+  seq[:, 0, 1:, :, 0] = 0.05            # normal pixels settle at once
+  c = dynamics.curves(seq, x, masks)
+  np.testing.assert_allclose(c['change_anomalous'], [0.2, 0.3], atol=1e-6)
+  np.testing.assert_allclose(c['change_normal'], [0, 0], atol=1e-7)
+  np.testing.assert_allclose(c['error_anomalous'], [0.1, 0.3, 0.6], atol=1e-6)
