@@ -6,6 +6,7 @@ A step is `step(state, frozen, batch) -> (state, metrics)`; its RNG is
 fold_in(state['rng'], state['step']), so the state alone says where a run is.
 """
 import functools
+import json
 import math
 import pathlib
 import time
@@ -18,6 +19,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from rcae_jax import anomalies, calibration, files, losses, parallel, pipeline, runinfo
+from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax.data import pipeline as input_pipeline
 
@@ -234,6 +236,7 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   workdir = pathlib.Path(workdir)
   mesh = mesh or parallel.make_mesh()
   parallel.local_batch_size(config.batch_size, mesh)
+  _refuse_other_config(workdir, config)
   runinfo.write_run_files(workdir, config, mesh)
   dataset = dataset or data_lib.load(config)
   if jax.process_index() == 0:
@@ -252,3 +255,19 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   calibration.calibrate(workdir, config, params, dataset.val)
   return params
 
+
+
+def _refuse_other_config(workdir, config):
+  """Resuming a workdir trained with another config would mix two experiments: refuse."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    return
+  flat = lambda d, p='': {k2: v2 for k, v in d.items() for k2, v2 in (  # pylint: disable=g-long-lambda
+      flat(v, f'{p}{k}.').items() if isinstance(v, dict) else [(f'{p}{k}', v)])}
+  old = flat(json.loads(path.read_text()))
+  new = flat(json.loads(config_lib.to_json(config)))
+  diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  if diff:
+    raise config_lib.ConfigError(
+        f'{workdir} holds a run with a different config ({", ".join(diff[:6])}'
+        f'{" ..." if len(diff) > 6 else ""}); use a new --workdir or the same config')

@@ -54,7 +54,7 @@ def test_predict_writes_maps_and_decisions(trained_run, tmp_path):
 def test_retrain_resumes_instead_of_starting_over(trained_run, capsys):
   cfg = json.loads((trained_run / 'config.json').read_text())
   before = (trained_run / 'stage1' / 'metrics.jsonl').read_text()
-  overrides = [f'data.resolution={cfg["data"]["resolution"]}',
+  overrides = [f'data.resolution={cfg["data"]["resolution"]}', f'model.depth={cfg["model"]["depth"]}',
                f'data.cache_dir={cfg["data"]["cache_dir"]}',
                *[f'stage{s}.steps={cfg[f"stage{s}"]["steps"]}' for s in (1, 2, 3)]]
   assert cli.main(['train', '--config', str(ROOT / 'experiments/configs/tiny.py'),
@@ -72,3 +72,9 @@ def test_cli_refuses_with_a_message(argv, match, capsys, tmp_path):
   argv = [a.replace('x', str(tmp_path / 'w')) if a == 'x' else a for a in argv]
   assert cli.main(argv) == 2
   assert match in capsys.readouterr().err
+
+
+def test_resuming_with_another_config_is_refused(trained_run, capsys):
+  assert cli.main(['train', '--config', str(ROOT / 'experiments/configs/tiny.py'),
+                   '--workdir', str(trained_run), '--set', 'model.features=8']) == 2
+  assert 'different config' in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Demo config: the built-in textures at 64², N = 3; about 6 minutes on 2 CPU cores."""
+"""Demo config: the built-in textures at 64², N = 3; about 10 minutes on 2 CPU cores."""
 from experiments.configs import base
 
 
