@@ -27,8 +27,9 @@ def curves(seq, images, masks):
   change = np.abs(np.diff(seq, axis=0)).mean(-1)
   e_a, e_n = _region_means(err, masks)
   c_a, c_n = _region_means(change, masks)
-  return {'error_anomalous': e_a, 'error_normal': e_n, 'error_ratio': e_a / e_n,
-          'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
+  with np.errstate(divide='ignore', invalid='ignore'):  # a fully settled step: ratio inf
+    return {'error_anomalous': e_a, 'error_normal': e_n, 'error_ratio': e_a / e_n,
+            'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
 
 
 def run(workdir, overrides=(), max_images=64):
