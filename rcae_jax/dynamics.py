@@ -68,7 +68,7 @@ def run(workdir, overrides=(), max_images=64):
                      f'{np.nanmean(c["change_ratio"]):.2f})')
   for j in range(min(3, int((ds.test_labels[pick] == 1).sum()))):
     figures.sequence_strip(out_dir / f'strip_{j}.png', images[j], out['recon'][:, j],
-                           out.get('enhanced', [None] * 0)[:, j] if 'enhanced' in out else None,
+                           out['enhanced'][:, j] if 'enhanced' in out else None,
                            'defective test image')
   r = result['R']
   print(f"R_n error ratio defect/normal per step: {np.round(r['error_ratio'], 2).tolist()}")

@@ -77,8 +77,8 @@ def _pictures(eval_dir, config, params, ds, scores, maps, n):
   vmax = float(np.quantile(maps, 0.999))
   figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick], maps[pick],
                    scores[pick], names, vmax=vmax)
-  seq = inference.run(config, _first_model(params, config), ds.test[pick[:4]],
-                      with_sequences=True)
+  one = config if config.num_models == 1 else config_lib.apply_overrides(config, ['num_models=1'])
+  seq = inference.run(one, _first_model(params, config), ds.test[pick[:4]], with_sequences=True)
   for j, i in enumerate(pick[:4]):
     figures.sequence_strip(eval_dir / f'sequence_{j}.png', ds.test[i],
                            seq['recon'][:, j], seq['enhanced'][:, j] if 'enhanced' in seq else None,
