@@ -36,15 +36,15 @@ def _hash(tree):
   return h.hexdigest()[:16]
 
 
-def _cost(lowered):
-  """FLOPs of the step from XLA's cost analysis of the *lowered* (pre-backend) HLO.
+def _cost(programs):
+  """(FLOPs, source) from XLA's cost analysis of the lowered program, else the compiled one.
 
   The compiled module is the wrong place to count: on GPU, XLA turns convolutions into
   cuDNN custom calls whose FLOPs its cost analysis leaves out (it reported 4.9 GFLOP for a
   256² stage-1 step whose convolutions are ~580 GFLOP by hand count), while the lowered
   module still holds plain convolutions.
   """
-  for source, stage in (('lowered', lowered[0]), ('compiled', lowered[1])):
+  for source, stage in zip(('lowered', 'compiled'), programs):
     try:
       cost = stage.cost_analysis()
     except Exception:  # pylint: disable=broad-except

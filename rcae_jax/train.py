@@ -256,16 +256,20 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   return params
 
 
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+  return out
+
 
 def _refuse_other_config(workdir, config):
   """Resuming a workdir trained with another config would mix two experiments: refuse."""
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
-  flat = lambda d, p='': {k2: v2 for k, v in d.items() for k2, v2 in (  # pylint: disable=g-long-lambda
-      flat(v, f'{p}{k}.').items() if isinstance(v, dict) else [(f'{p}{k}', v)])}
-  old = flat(json.loads(path.read_text()))
-  new = flat(json.loads(config_lib.to_json(config)))
+  old = _flatten(json.loads(path.read_text()))
+  new = _flatten(json.loads(config_lib.to_json(config)))
   diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   if diff:
     raise config_lib.ConfigError(
