@@ -2,8 +2,9 @@
 
 A shape (where) and a filler (what) are drawn independently, blended with a random
 opacity. Shapes follow the CutPaste/DRAEM/FAE families: rotated patches, elastic blobs
-(thresholded smooth noise), straight scratches and thin Bezier curves; fillers are a
-flat colour, a copy of another region, another image, a real texture, or Gaussian noise.
+(thresholded smooth noise), straight scratches, thin Bezier curves and large soft regions;
+fillers are a flat colour, a copy of another region, another image, a real texture,
+Gaussian noise, or a brightness/contrast change of the image itself.
 All functions are pure and jittable; masks are anti-aliased (soft edges).
 """
 import functools
@@ -74,7 +75,20 @@ def _curve(key, h, w, max_size):
   return jnp.clip(width / 2 - d + 0.5, 0.0, 1.0)
 
 
-SHAPES = {'patch': _patch, 'blob': _blob, 'line': _line, 'curve': _curve}
+def _region(key, h, w, max_size):
+  """A large smooth-edged area (up to twice max_size across): region-scale defects such as
+  uneven shading, which the compact shapes above never teach the CRD."""
+  del max_size
+  kc, kr, kn = jax.random.split(key, 3)
+  c = jax.random.uniform(kc, (2,), minval=0.0, maxval=1.0) * jnp.array([h, w])
+  r = jax.random.uniform(kr, (), minval=0.15, maxval=0.35) * min(h, w)
+  noise = jax.image.resize(jax.random.normal(kn, (4, 4)), (h, w), 'cubic')
+  yy, xx = _grid(h, w)
+  d = jnp.hypot(yy - c[0], xx - c[1]) / r + 0.3 * noise
+  return jnp.clip((1.0 - d) * 3.0, 0.0, 1.0)  # edges soft over a third of the radius
+
+
+SHAPES = {'patch': _patch, 'blob': _blob, 'line': _line, 'curve': _curve, 'region': _region}
 
 
 def _shift(key, img):
@@ -112,7 +126,18 @@ def _noise(key, x, other, textures):
   return jnp.clip(x + sigma * jax.random.normal(kn, x.shape), 0.0, 1.0)
 
 
-FILLERS = {'color': _color, 'copy': _copy, 'other': _other, 'texture': _texture, 'noise': _noise}
+def _intensity(key, x, other, textures):
+  """The image itself, darker or brighter and with changed contrast: low-contrast defects."""
+  del other, textures
+  kg, kb, ks = jax.random.split(key, 3)
+  gain = jax.random.uniform(kg, (), minval=0.6, maxval=1.2)
+  shift = jnp.where(jax.random.bernoulli(ks), 1.0, -1.0) * jax.random.uniform(
+      kb, (), minval=0.08, maxval=0.25)
+  return jnp.clip((x - x.mean()) * gain + x.mean() + shift, 0.0, 1.0)
+
+
+FILLERS = {'color': _color, 'copy': _copy, 'other': _other, 'texture': _texture,
+           'noise': _noise, 'intensity': _intensity}
 
 
 def synthesize(key, x, other, textures, *, shapes=tuple(SHAPES), fillers=tuple(FILLERS),

@@ -88,6 +88,7 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.crd_loss': ('l2', 'bce'),
     'depth_sampling': ('uniform', 'max'),
+    'model.padding': ('zeros', 'reflect'),
     'score.image': ('max', 'topk'),
     'score.source': ('auto', 'crd', 'dpn', 'rcae'),
 }

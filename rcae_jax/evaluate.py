@@ -5,7 +5,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax import figures, files, inference, metrics, runinfo
+from rcae_jax import calibration, figures, files, inference, metrics, runinfo
 
 
 def markdown_table(rows, columns=metrics.METRICS, first='category'):
@@ -49,6 +49,12 @@ def evaluate(workdir, overrides=(), n_pictures=8):
             'per_defect': {ds.category: per_defect(scores[0], maps[0], ds.test_labels,
                                                    ds.test_masks, ds.test_defects)},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum())}
+  val_path = workdir / 'validation.json'  # written by train; older runs get it here
+  val = (files.json.loads(val_path.read_text()) if val_path.exists() and not overrides
+         else calibration.validate(workdir, config, params, ds.val))
+  if val:
+    vm = val['metrics'] if k_models == 1 else val['metrics'][0]
+    result['validation'] = vm
   if k_models > 1:
     result['per_model'] = per_model
     result['std_over_models'] = {k: float(np.std([pm[k] for pm in per_model]))

@@ -73,7 +73,8 @@ def _run_one(name, cat, config, run_dir):
   row = {'variant': name, 'category': cat, 'dir': str(run_dir)}
   if done.exists():
     print(f'[sweep] {name} / {cat}: finished earlier, skipped', flush=True)
-    return {**row, **files.json.loads(done.read_text())['mean'], 'status': 'skipped (done)'}
+    result = files.json.loads(done.read_text())
+    return {**row, **result['mean'], **_val(result), 'status': 'skipped (done)'}
   print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
   t0 = time.time()
   try:
@@ -81,7 +82,8 @@ def _run_one(name, cat, config, run_dir):
       raise RuntimeError('training stopped before the last step')
     result = evaluate.evaluate(run_dir)
     (run_dir / 'error.txt').unlink(missing_ok=True)
-    return {**row, **result['mean'], 'status': 'ok', 'seconds': round(time.time() - t0, 1)}
+    return {**row, **result['mean'], **_val(result), 'status': 'ok',
+            'seconds': round(time.time() - t0, 1)}
   except Exception as e:  # pylint: disable=broad-except
     files.atomic_write(run_dir / 'error.txt', traceback.format_exc())
     print(f'[sweep] {name} / {cat}: FAILED ({type(e).__name__}: {e}); see {run_dir}/error.txt',
@@ -89,8 +91,14 @@ def _run_one(name, cat, config, run_dir):
     return {**row, 'status': f'failed: {type(e).__name__}: {e}'}
 
 
+def _val(result):
+  """Validation metrics (held-out normals + pseudo-anomalies): what model selection may use."""
+  return {f'val_{k}': v for k, v in result.get('validation', {}).items()}
+
+
 def _write_tables(workdir, preset, rows, cats):
-  fields = ['variant', 'category', 'status', *metrics.METRICS, 'seconds', 'dir']
+  fields = ['variant', 'category', 'status', *metrics.METRICS,
+            *[f'val_{m}' for m in metrics.METRICS], 'seconds', 'dir']
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
   writer.writeheader()

@@ -253,6 +253,10 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   params = jax.device_get(params)
   runinfo.save_bundle(workdir, params, config)
   calibration.calibrate(workdir, config, params, dataset.val)
+  val = calibration.validate(workdir, config, params, dataset.val)
+  if val and jax.process_index() == 0 and config.num_models == 1:
+    print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
+        f'{k} {v:.1f}' for k, v in val['metrics'].items()), flush=True)
   return params
 
 

@@ -95,3 +95,23 @@ def test_gaussian_blur_matches_scipy():
   img = np.random.default_rng(0).random((1, 40, 40, 1)).astype(np.float32)
   got = np.asarray(ops.gaussian_blur(jnp.asarray(img), 4.0))[0, :, :, 0]
   np.testing.assert_allclose(got, ndimage.gaussian_filter(img[0, :, :, 0], 4.0), atol=1e-5)
+
+
+def test_reflect_padding_has_no_border_response(tmp_path):
+  """A flat image stays flat through every network with reflect padding (no border looks
+  like an edge); zero padding makes the borders differ. Same parameters either way.
+  Without GroupNorm: normalising a flat feature map divides rounding noise by sqrt(eps)."""
+  x = jnp.full((1, 16, 16, 3), 0.4)
+  flat = {}
+  for padding in ('reflect', 'zeros'):
+    config = tiny_config(tmp_path, f'model.padding={padding}', 'score.sigma=0.0',
+                         'model.groups=0')
+    nets = pipeline.networks(config)
+    params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))
+    out = pipeline.make_inference(config, with_sequences=True)(params, x)
+    flat[padding] = [float(jnp.ptp(out['recon'], axis=(2, 3)).max()),  # over (h, w)
+                     float(jnp.ptp(out['map'], axis=(1, 2)).max())]
+    flat[padding + '_tree'] = jax.tree.structure(params)
+  assert max(flat['reflect']) < 1e-5, flat
+  assert min(flat['zeros']) > 1e-4, flat
+  assert flat['reflect_tree'] == flat['zeros_tree']

@@ -149,3 +149,10 @@ def test_depth_schedule_compiles_once_per_depth(tmp_path):
   x = jnp.zeros((2, 16, 16, 3))
   for s in range(12):
     fn(params, x, train.depth_of_step(config, 1, s))
+
+
+def test_validation_scores_held_out_pseudo_anomalies(trained_run):
+  val = files.json.loads((trained_run / 'validation.json').read_text())
+  assert val['n_images'] >= 2 and val['n_images'] % 2 == 0
+  for k in metrics.METRICS:
+    assert 0 <= val['metrics'][k] <= 100, (k, val)

@@ -29,9 +29,13 @@ def get_config():
   c.model.shared = True          # one E, one D for all levels (False = ablation)
   c.model.skips = True           # decoder takes the matching encoder skip
   c.model.groups = 8             # GroupNorm groups (0 = no normalisation)
+  c.model.padding = 'zeros'      # zeros | reflect (image borders; see docs/design.md)
   c.model.dpn_features = 32
   c.model.crd_features = 16
   c.model.crd_steps = ()         # 1-based steps the CRD sees; () = all 1..N
+  # CRD input: D_n ⊕ x (paper) plus |D_n - x|. Without it a short CRD barely learned (demo:
+  # validation I/P-AUROC 53/59 -> 84/89 with it; docs/design.md). False = the paper's input.
+  c.model.crd_diff = True
   # l2: the paper's |M_A - M_P|² + |∇M_A - ∇M_P|². bce: cross-entropy + crd_grad_weight x
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
   c.model.crd_loss = 'bce'

@@ -9,4 +9,5 @@ def get_config():
   c.batch_size = 8
   c.model.crd_loss = 'l2'       # as written in the paper
   c.model.crd_grad_weight = 1.0
+  c.model.crd_diff = False      # the paper's CRD input: D_n ⊕ x only
   return c

@@ -10,19 +10,20 @@ class DPN(nn.Module):
   features: int = 32
   groups: int = 0
   dtype: jnp.dtype = jnp.float32
+  padding: str = 'SAME'
 
   @nn.compact
   def __call__(self, recon, grad_x):
+    conv = lambda f, k, s: layers.ConvNormAct(f, k, s, self.groups, self.dtype, self.padding)
     h = jnp.concatenate([recon, grad_x], axis=-1).astype(self.dtype)
-    h = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(h)
-    h = layers.ConvNormAct(2 * self.features, (4, 4), (2, 2), self.groups, self.dtype)(h)
-    h = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(
-        layers.upsample2x(h))
-    residual = nn.Conv(self.out_channels, (3, 3), padding='SAME', dtype=self.dtype,
+    h = conv(self.features, (3, 3), (1, 1))(h)
+    h = conv(2 * self.features, (4, 4), (2, 2))(h)
+    h = conv(self.features, (3, 3), (1, 1))(layers.upsample2x(h))
+    residual = nn.Conv(self.out_channels, (3, 3), padding=self.padding, dtype=self.dtype,
                        kernel_init=nn.initializers.zeros)(h)  # starts as the identity
     return recon + residual.astype(jnp.float32)
 
 
 def from_config(config):
   return DPN(out_channels=config.data.channels, features=config.model.dpn_features,
-             dtype=layers.dtype_of(config.model.dtype))
+             dtype=layers.dtype_of(config.model.dtype), padding=layers.padding_of(config))

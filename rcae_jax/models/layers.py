@@ -11,10 +11,12 @@ class ConvNormAct(nn.Module):
   strides: tuple = (1, 1)
   groups: int = 8
   dtype: jnp.dtype = jnp.float32
+  padding: str = 'SAME'
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.features, self.kernel, self.strides, padding='SAME', dtype=self.dtype)(x)
+    x = nn.Conv(self.features, self.kernel, self.strides, padding=self.padding,
+                dtype=self.dtype)(x)
     if self.groups:
       x = nn.GroupNorm(num_groups=self.groups, dtype=self.dtype)(x)
     return nn.silu(x)
@@ -29,6 +31,13 @@ def upsample2x(x, spatial_axes=(1, 2)):
 
 def dtype_of(name):
   return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
+
+
+def padding_of(config):
+  """Flax padding for model.padding. Reflect padding keeps image borders from looking
+  like edges (zero padding made the CRD fire on corners); bundles written before the key
+  existed were zero-padded."""
+  return {'zeros': 'SAME', 'reflect': 'REFLECT'}[config.model.get('padding', 'zeros')]
 
 
 def count_params(params):

@@ -20,11 +20,14 @@ class EncoderStep(nn.Module):
   features: int
   groups: int
   dtype: jnp.dtype = jnp.float32
+  padding: str = 'SAME'
 
   @nn.compact
   def __call__(self, h):
-    h = layers.ConvNormAct(self.features, (4, 4), (2, 2), self.groups, self.dtype)(h)
-    return layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(h)
+    h = layers.ConvNormAct(self.features, (4, 4), (2, 2), self.groups, self.dtype,
+                           self.padding)(h)
+    return layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype,
+                              self.padding)(h)
 
 
 class DecoderStep(nn.Module):
@@ -33,14 +36,16 @@ class DecoderStep(nn.Module):
   groups: int
   skips: bool
   dtype: jnp.dtype = jnp.float32
+  padding: str = 'SAME'
 
   @nn.compact
   def __call__(self, z, skip):
-    z = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(
-        layers.upsample2x(z))
+    conv = lambda: layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype,
+                                      self.padding)
+    z = conv()(layers.upsample2x(z))
     if self.skips:
       z = jnp.concatenate([z, skip.astype(z.dtype)], axis=-1)
-    return layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)(z)
+    return conv()(z)
 
 
 class RcAE(nn.Module):
@@ -54,15 +59,18 @@ class RcAE(nn.Module):
   skips: bool = True
   groups: int = 8
   dtype: jnp.dtype = jnp.float32
+  padding: str = 'SAME'
 
   def setup(self):
     n_levels = self.depth if self.recursion == 'depth' else self.iterate_levels
     n_blocks = 1 if self.shared else n_levels
-    self.stem = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype)
-    self.enc = [EncoderStep(self.features, self.groups, self.dtype) for _ in range(n_blocks)]
-    self.dec = [DecoderStep(self.features, self.groups, self.skips, self.dtype)
+    self.stem = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype,
+                                   self.padding)
+    self.enc = [EncoderStep(self.features, self.groups, self.dtype, self.padding)
                 for _ in range(n_blocks)]
-    self.head = nn.Conv(self.out_channels, (3, 3), padding='SAME', dtype=self.dtype)
+    self.dec = [DecoderStep(self.features, self.groups, self.skips, self.dtype, self.padding)
+                for _ in range(n_blocks)]
+    self.head = nn.Conv(self.out_channels, (3, 3), padding=self.padding, dtype=self.dtype)
 
   def _E(self, level, h):  # level is 1-based
     return self.enc[0 if self.shared else level - 1](h)
@@ -118,4 +126,5 @@ def from_config(config):
   m = config.model
   return RcAE(out_channels=config.data.channels, features=m.features, depth=m.depth,
               recursion=m.recursion, iterate_levels=m.iterate_levels, shared=m.shared,
-              skips=m.skips, groups=m.groups, dtype=layers.dtype_of(m.dtype))
+              skips=m.skips, groups=m.groups, dtype=layers.dtype_of(m.dtype),
+              padding=layers.padding_of(config))

@@ -1,0 +1,47 @@
+"""Pseudo-anomalies: every shape x filler is confined to its mask; the validation set."""
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from rcae_jax import anomalies, calibration
+
+
+@pytest.fixture(scope='module')
+def images():
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  return x, anomalies.texture_bank(32, 3, per_source=1)
+
+
+@pytest.mark.parametrize('shape,filler', list(itertools.product(anomalies.SHAPES, anomalies.FILLERS)))
+def test_every_shape_and_filler_stays_inside_its_mask(images, shape, filler):
+  (x, other), bank = images[0], images[1]
+  for seed in range(3):
+    out, mask = anomalies.synthesize(jax.random.PRNGKey(seed), x, other, bank, shapes=(shape,),
+                                     fillers=(filler,), p_clean=0.0)
+    out, mask = np.asarray(out), np.asarray(mask)
+    assert mask.shape == (32, 32, 1) and mask.min() >= 0 and mask.max() <= 1
+    assert (mask > 0.5).sum() >= 2, (shape, filler, seed)
+    np.testing.assert_allclose(out[mask[..., 0] == 0], np.asarray(x)[mask[..., 0] == 0])
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_regions_are_larger_than_scratches(images):
+  (x, other), bank = images[0], images[1]
+  area = lambda s: np.mean([
+      float((anomalies.synthesize(jax.random.PRNGKey(k), x, other, bank, shapes=(s,),
+                                  p_clean=0.0)[1] > 0.5).mean()) for k in range(8)])
+  assert area('region') > 3 * area('line')
+
+
+def test_validation_set_is_fixed_and_half_anomalous(tmp_path):
+  config = tiny_config(tmp_path, 'data.resolution=32')
+  val = (np.random.default_rng(0).random((6, 32, 32, 3)) * 255).astype(np.uint8)
+  images, masks = calibration.validation_set(config, val)
+  again, _ = calibration.validation_set(config, val)
+  np.testing.assert_array_equal(images, again)
+  assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images[:6], val)
+  assert not masks[:6].any() and all(m.any() for m in masks[6:])
