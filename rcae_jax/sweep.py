@@ -6,6 +6,7 @@ import importlib.util
 import io
 import pathlib
 import re
+import shutil
 import time
 import traceback
 
@@ -55,7 +56,9 @@ def run(preset_name, workdir, overrides=(), categories=None, config=None):
   for name, config in configs:
     for cat in cats:
       cfg = config_lib.apply_overrides(config, [f'data.category={cat}'])
-      rows.append(_run_one(name, cat, cfg, workdir / slug(name) / slug(cat)))
+      donors = [pathlib.Path(r['dir']) for r in rows
+                if r['category'] == cat and not r['status'].startswith('failed')]
+      rows.append(_run_one(name, cat, cfg, workdir / slug(name) / slug(cat), donors))
   _write_tables(workdir, preset, rows, cats)
   return rows
 
@@ -68,7 +71,43 @@ def _categories(config, categories):
   return [c.strip() for c in categories.split(',') if c.strip()]
 
 
-def _run_one(name, cat, config, run_dir):
+# Keys a stage's training never reads: a finished stage of another variant that agrees on
+# everything else is the same computation, so it is copied instead of trained again.
+_NOT_READ = {
+    1: ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every', 'data.cache_dir',
+        'stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.'),
+    2: ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every', 'data.cache_dir',
+        'stage3.', 'model.crd_', 'anomaly.'),
+}
+
+
+def _same_for_stage(a, b, stage):
+  ignore = _NOT_READ.get(stage, ())
+  keys = {k for k in a.keys() | b.keys() if not k.startswith(ignore)}
+  return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _reuse_stages(run_dir, config, donors):
+  """Copies stage1..k of the finished donor run that shares the most leading stages."""
+  if (run_dir / 'stage1').exists():
+    return ''  # started earlier: resume it as it is
+  mine = train.flat_config(config)
+  best, best_k = None, 0
+  for donor in donors:
+    theirs = train.flat_config(config_lib.from_json((donor / 'config.json').read_text()))
+    k = 0
+    for stage in config.stages:
+      if stage not in theirs['stages'] or not _same_for_stage(mine, theirs, stage):
+        break
+      k = stage
+    if k > best_k:
+      best, best_k = donor, k
+  for stage in range(1, best_k + 1):
+    shutil.copytree(best / f'stage{stage}', run_dir / f'stage{stage}')
+  return f'stage 1-{best_k} from {best}' if best_k else ''
+
+
+def _run_one(name, cat, config, run_dir, donors=()):
   done = run_dir / 'eval' / 'metrics.json'
   row = {'variant': name, 'category': cat, 'dir': str(run_dir)}
   if done.exists():
@@ -78,6 +117,10 @@ def _run_one(name, cat, config, run_dir):
   print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
   t0 = time.time()
   try:
+    reused = _reuse_stages(run_dir, config, donors)
+    if reused:
+      row['reused'] = reused
+      print(f'[sweep] {name} / {cat}: reusing {reused}', flush=True)
     if train.train(config, run_dir) is None:
       raise RuntimeError('training stopped before the last step')
     result = evaluate.evaluate(run_dir)
@@ -98,7 +141,7 @@ def _val(result):
 
 def _write_tables(workdir, preset, rows, cats):
   fields = ['variant', 'category', 'status', *metrics.METRICS,
-            *[f'val_{m}' for m in metrics.METRICS], 'seconds', 'dir']
+            *[f'val_{m}' for m in metrics.METRICS], 'seconds', 'reused', 'dir']
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
   writer.writeheader()

@@ -267,13 +267,18 @@ def _flatten(d, prefix=''):
   return out
 
 
+def flat_config(config):
+  """{'model.depth': 5, ...} as the run's config.json stores it (lists for tuples)."""
+  return _flatten(json.loads(config_lib.to_json(config)))
+
+
 def _refuse_other_config(workdir, config):
   """Resuming a workdir trained with another config would mix two experiments: refuse."""
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
   old = _flatten(json.loads(path.read_text()))
-  new = _flatten(json.loads(config_lib.to_json(config)))
+  new = flat_config(config)
   diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   if diff:
     raise config_lib.ConfigError(

@@ -27,6 +27,10 @@ def test_sweep_tables_skip_and_failure(tmp_path):
   ov = ['data.resolution=16', f'data.cache_dir={tmp_path / "cache"}']
   rows = sweep.run(preset, wd, ov)
   assert [r['status'] for r in rows][:2] == ['ok', 'ok'] and rows[2]['status'].startswith('failed')
+  # '+RcAE +DPN' trains stage 1 exactly as '+RcAE' did: copied, not trained again
+  assert rows[1]['reused'].startswith('stage 1-1 from') and 'reused' not in rows[0]
+  log = lambda v: (wd / v / 'brick' / 'stage1' / 'metrics.jsonl').read_text()
+  assert log('RcAE_DPN') == log('RcAE')
   assert '/does/not/exist' in (wd / 'broken' / 'brick' / 'error.txt').read_text()
   table = (wd / 'results.md').read_text()
   assert '| +RcAE +DPN |' in table and 'Failed runs' in table
@@ -69,3 +73,13 @@ def test_curves_on_a_known_sequence():
   np.testing.assert_allclose(c['change_anomalous'], [0.2, 0.3], atol=1e-6)
   np.testing.assert_allclose(c['change_normal'], [0, 0], atol=1e-7)
   np.testing.assert_allclose(c['error_anomalous'], [0.1, 0.3, 0.6], atol=1e-6)
+
+
+def test_stage_reuse_needs_every_key_the_stage_reads():
+  a = {'model.depth': 3, 'stages': [1], 'model.crd_diff': True, 'stage2.steps': 5}
+  assert sweep._same_for_stage(a, {**a, 'stages': [1, 2], 'stage2.steps': 9}, 1)
+  assert not sweep._same_for_stage(a, {**a, 'model.depth': 4}, 1)
+  assert not sweep._same_for_stage(a, {**a, 'stage2.steps': 9}, 2)
+  assert sweep._same_for_stage(a, {**a, 'model.crd_diff': False}, 2)
+  assert not sweep._same_for_stage(a, {**a, 'model.crd_diff': False}, 3)
+  assert not sweep._same_for_stage(a, {k: v for k, v in a.items() if k != 'model.depth'}, 1)
