@@ -48,7 +48,8 @@ def _parser():
   p.add_argument('--what', default='train1,train2,train3,infer')
   p.add_argument('--resolution', type=int, nargs='*', default=None)
   p.add_argument('--batch', type=int, default=None)
-  p.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None)
+  p.add_argument('--dtype', nargs='*', choices=('float32', 'bfloat16'), default=None,
+                 help='compute dtype(s) to time (default: the config\'s)')
   p.add_argument('--recursion', nargs='*', default=None, help='depth and/or iterate')
   p.add_argument('--devices', nargs='*', type=int, default=None,
                  help='device counts to time (default: 1 and all)')

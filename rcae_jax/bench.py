@@ -4,6 +4,7 @@ Every step is the code training and evaluation run: train steps from train.make_
 inference from inference.infer_fn (the one inference path).
 """
 import hashlib
+import itertools
 import statistics
 import time
 
@@ -185,8 +186,6 @@ def main(args):
   overrides = list(args.set)
   if args.batch:
     overrides.append(f'batch_size={args.batch}')
-  if args.dtype:
-    overrides.append(f'model.dtype={args.dtype}')
   base = config_lib.load_config(args.config, overrides)
   what = [w.strip() for w in args.what.split(',') if w.strip()]
   unknown = [w for w in what if w not in STEPS]
@@ -200,8 +199,10 @@ def main(args):
   kind = jax.devices()[0].device_kind
   rows = []
   for res in args.resolution or [base.data.resolution]:
-    for rec in args.recursion or [base.model.recursion]:
-      config = config_lib.apply_overrides(base, [f'data.resolution={res}', f'model.recursion={rec}'])
+    for rec, dtype in itertools.product(args.recursion or [base.model.recursion],
+                                        args.dtype or [base.model.dtype]):
+      config = config_lib.apply_overrides(
+          base, [f'data.resolution={res}', f'model.recursion={rec}', f'model.dtype={dtype}'])
       peak = (args.peak_tflops * 1e12 if args.peak_tflops else
               PEAKS.get(kind, {}).get(config.model.dtype))
       for n_dev in counts:
@@ -210,8 +211,9 @@ def main(args):
         for name in what:
           row = run_one(name, config, mesh, args.iters, peak)
           rows.append(row)
-          print(f"{name:7s} {res:5d}² {rec:7s} {n_dev}dev  compile {row['compile_s']:.2f}s  "
-                f"step {row['step_s_median'] * 1e3:9.2f} ms  {row['images_per_s']:9.1f} img/s"
+          print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  "
+                f"compile {row['compile_s']:.2f}s  step {row['step_s_median'] * 1e3:9.2f} ms  "
+                f"{row['images_per_s']:9.1f} img/s"
                 + (f"  {row['peak_fraction'] * 100:.1f}% of peak" if row['peak_fraction'] else ''),
                 flush=True)
   env = runinfo.environment(parallel.make_mesh())

@@ -27,9 +27,12 @@ def test_bench_json_fields_and_reproducible_hash(tmp_path):
     assert row['step_s_min'] <= row['step_s_median'] <= row['step_s_max']
   by = {r['name']: r for r in a['steps']}
   assert by['train1']['flops'] > 0 and 0 < by['train1']['peak_fraction'] < 1
-  b = _bench(tmp_path, tmp_path / 'b.json', '--what', 'train1,infer')
+  b = _bench(tmp_path, tmp_path / 'b.json', '--what', 'train1,infer',
+             '--dtype', 'float32', 'bfloat16')
+  assert [r['dtype'] for r in b['steps']] == ['float32'] * 2 + ['bfloat16'] * 2
   assert b['steps'][0]['output_hash'] == by['train1']['output_hash']
   assert b['steps'][1]['output_hash'] == by['infer']['output_hash']
+  assert b['steps'][3]['output_hash'] != by['infer']['output_hash']  # bf16 compute differs
 
 
 def test_bench_refuses_unknown_steps(tmp_path, capsys):
