@@ -43,8 +43,8 @@ def validation_set(config, val_images, seed=0):
   return images, masks
 
 
-def validate(workdir, config, params, val_images):
-  """Writes <workdir>/validation.json: the test metrics on `validation_set` (per model)."""
+def validate(workdir, config, params, val_images, write=True):
+  """The test metrics on `validation_set` (a list of them when K > 1) -> validation.json."""
   if not len(val_images):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
@@ -55,7 +55,8 @@ def validate(workdir, config, params, val_images):
   labels = masks.reshape(len(masks), -1).any(axis=1)
   per_model = [metrics.compute_metrics(s, labels, m, masks) for s, m in zip(scores, maps)]
   info = {'n_images': len(images), 'metrics': per_model[0] if config.num_models == 1 else per_model}
-  files.write_json(pathlib.Path(workdir) / 'validation.json', info)
+  if write:
+    files.write_json(pathlib.Path(workdir) / 'validation.json', info)
   return info
 
 

@@ -51,10 +51,10 @@ def evaluate(workdir, overrides=(), n_pictures=8):
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum())}
   val_path = workdir / 'validation.json'  # written by train; older runs get it here
   val = (files.json.loads(val_path.read_text()) if val_path.exists() and not overrides
-         else calibration.validate(workdir, config, params, ds.val))
+         else calibration.validate(workdir, config, params, ds.val, write=not overrides))
   if val:
-    vm = val['metrics'] if k_models == 1 else val['metrics'][0]
-    result['validation'] = vm
+    per = val['metrics'] if k_models > 1 else [val['metrics']]
+    result['validation'] = {k: float(np.mean([m[k] for m in per])) for k in metrics.METRICS}
   if k_models > 1:
     result['per_model'] = per_model
     result['std_over_models'] = {k: float(np.std([pm[k] for pm in per_model]))
