@@ -73,11 +73,11 @@ def _categories(config, categories):
 
 # Keys a stage's training never reads: a finished stage of another variant that agrees on
 # everything else is the same computation, so it is copied instead of trained again.
+_NEVER_READ = ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every',
+               'data.cache_dir')
 _NOT_READ = {
-    1: ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every', 'data.cache_dir',
-        'stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.'),
-    2: ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every', 'data.cache_dir',
-        'stage3.', 'model.crd_', 'anomaly.'),
+    1: _NEVER_READ + ('stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.'),
+    2: _NEVER_READ + ('stage3.', 'model.crd_', 'anomaly.'),
 }
 
 
