@@ -63,6 +63,11 @@ def _parser():
   p.add_argument('--categories', default=None, help="comma list or 'all' (default: first)")
   p.add_argument('--config', default=None, help="base config replacing the preset's")
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
+  p.add_argument('--seeds', type=int, nargs='*', default=None,
+                 help='model seeds per variant (tables: mean ± std over seeds)')
+  p.add_argument('--validation-only', action='store_true',
+                 help='train and validate each variant, never read the test set (model '
+                      'selection); a later run without the flag evaluates the chosen ones')
   _add_data(p)
   p = sub.add_parser('dynamics', help='how reconstructions evolve over recursion steps')
   p.add_argument('--workdir', required=True)
@@ -110,7 +115,7 @@ def _run(args):
   elif args.cmd == 'sweep':
     from rcae_jax import sweep  # pylint: disable=g-import-not-at-top
     sweep.run(args.preset, args.workdir, _data_overrides(args) + args.set, args.categories,
-              args.config)
+              args.config, validation_only=args.validation_only, seeds=args.seeds)
   elif args.cmd == 'dynamics':
     from rcae_jax import dynamics  # pylint: disable=g-import-not-at-top
     dynamics.run(args.workdir, _data_overrides(args), args.max_images)

@@ -210,3 +210,35 @@ def texture_bank(resolution, channels, per_source=2, seed=0):
   if channels == 1:
     bank = bank.mean(axis=-1, keepdims=True)
   return bank
+
+
+def identity_noise(key, inputs, targets, indices, max_std):
+  """FAE's identity anchor: the same Gaussian noise on input and target, std ~ U[0, max_std]
+  per image (a range, not one level, so the model is not tuned to one noise level).
+  Per-example keys from the global index, like `synthesize_batch`."""
+  chex.assert_equal_shape([inputs, targets])
+  if not max_std:
+    return inputs, targets
+
+  def one(i, inp, tgt):
+    ks, kn = jax.random.split(jax.random.fold_in(key, i))
+    eps = jax.random.uniform(ks, (), maxval=max_std) * jax.random.normal(kn, inp.shape)
+    return jnp.clip(inp + eps, 0.0, 1.0), jnp.clip(tgt + eps, 0.0, 1.0)
+
+  return jax.vmap(one)(indices, inputs, targets)
+
+
+def restoration_pair(key, images, indices, textures, config, stage_config):
+  """(input, target, mask) of a restoration stage: pseudo-anomalous input and its soft mask
+  (when `stage_config.restore`; else the image and an empty mask), clean target, plus
+  identity noise (`stage_config.noise`)."""
+  inputs, mask = images, jnp.zeros(images.shape[:3] + (1,), images.dtype)
+  if stage_config.restore:
+    if textures is None:
+      raise ValueError('a restoring stage draws pseudo-anomalies and needs the texture bank: '
+                       'pass train.frozen_inputs(stage, params, config) as its frozen inputs')
+    inputs, mask = synthesize_batch(jax.random.fold_in(key, 0), images, indices, textures,
+                                    config)
+  inputs, targets = identity_noise(jax.random.fold_in(key, 1), inputs, images, indices,
+                                   stage_config.noise)
+  return inputs, targets, mask

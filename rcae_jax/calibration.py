@@ -5,7 +5,8 @@ import pathlib
 import jax
 import numpy as np
 
-from rcae_jax import anomalies, files, inference, metrics
+from rcae_jax import anomalies, files, inference, metrics, suppression
+from rcae_jax import config as config_lib
 
 
 def calibrate(workdir, config, params, val_images):
@@ -44,7 +45,8 @@ def validation_set(config, val_images, seed=0):
 
 
 def validate(workdir, config, params, val_images, write=True):
-  """The test metrics on `validation_set` (a list of them when K > 1) -> validation.json."""
+  """The test metrics on `validation_set` (a list of them when K > 1), and the per-depth
+  suppression of the planted defects (`rcae_jax.suppression`) -> validation.json."""
   if not len(val_images):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
@@ -54,10 +56,45 @@ def validate(workdir, config, params, val_images, write=True):
     maps, scores = maps[None], scores[None]
   labels = masks.reshape(len(masks), -1).any(axis=1)
   per_model = [metrics.compute_metrics(s, labels, m, masks) for s, m in zip(scores, maps)]
-  info = {'n_images': len(images), 'metrics': per_model[0] if config.num_models == 1 else per_model}
+  supp = suppression_of(config, params, images, np.concatenate([val_images, val_images]),
+                        labels, masks)
+  one = config.num_models == 1
+  info = {'n_images': len(images), 'metrics': per_model[0] if one else per_model,
+          'suppression': supp[0] if one else supp}
   if write:
     files.write_json(pathlib.Path(workdir) / 'validation.json', info)
   return info
+
+
+def recon_source(config):
+  """The reconstruction a no-CRD detector scores: D_n when a DPN is trained, else R_n."""
+  return 'dpn' if 2 in config.stages else 'rcae'
+
+
+def suppression_of(config, params, images, clean, labels, masks):
+  """Per model: residual/normal error of R_n (and D_n) per depth, and the validation
+  metrics of the reconstruction-error map alone (the paper's "+RcAE"/"+DPN" detectors)."""
+  src = recon_source(config)
+  rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
+  out = inference.run(rec_cfg, params, images, with_sequences=True)
+  k_axis = config.num_models > 1
+  x = images.astype(np.float32) / 255.0
+  c = clean.astype(np.float32) / 255.0
+  untouched = (images == clean).all(-1)
+  result = []
+  for k in range(config.num_models):
+    pick = lambda v, k=k: v[k] if k_axis else v
+    entry = {'visible_threshold': suppression.VISIBLE}
+    for name, key in (('R', 'recon'), ('D', 'enhanced')):
+      if key in out:
+        m = suppression.measure(pick(out[key]), x, c, untouched)
+        entry[f'residual_{name}'] = m['residual']
+        entry[f'normal_error_{name}'] = m['normal_error']
+    rec = metrics.compute_metrics(pick(out['score']), labels, pick(out['map']), masks)
+    entry['recon_source'] = src
+    entry.update({f'recon_{m}': v for m, v in rec.items()})
+    result.append(entry)
+  return result
 
 
 def load(workdir):

@@ -124,6 +124,13 @@ def validate(c):
     st = c[f'stage{s}']
     need(st.steps > 0 or st.epochs > 0, f'stage{s}: steps or epochs must be > 0')
     need(st.lr > 0, f'stage{s}.lr must be > 0')
+  for s in (1, 2):
+    st = c[f'stage{s}']
+    need(0 <= st.get('noise', 0.0) <= 0.5,
+         f'stage{s}.noise={st.get("noise")} must be in [0, 0.5] (a std on [0, 1] images)')
+    need(st.get('region_weight', 0.0) >= 0, f'stage{s}.region_weight must be >= 0')
+  need(c.model.get('skip_from', 1) >= 1,
+       f'model.skip_from={c.model.get("skip_from")} must be >= 1 (1 = skips at every level)')
   from rcae_jax import anomalies  # pylint: disable=g-import-not-at-top
   unknown = set(c.anomaly.shapes) - set(anomalies.SHAPES)
   need(c.anomaly.shapes and not unknown, f'anomaly.shapes: unknown {sorted(unknown)}; '

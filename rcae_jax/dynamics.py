@@ -11,7 +11,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax import figures, files, inference, runinfo
+from rcae_jax import calibration, figures, files, inference, runinfo
 
 
 def _region_means(per_pixel, masks):
@@ -53,6 +53,23 @@ def run(workdir, overrides=(), max_images=64):
   if 'enhanced' in out:
     result['D'] = curves(out['enhanced'], x, masks)
   out_dir = workdir / 'dynamics'
+  if len(ds.val):  # planted defects on held-out normals, where the clean truth is known
+    v_images, v_masks = calibration.validation_set(config, ds.val, config.data.seed)
+    v_labels = v_masks.reshape(len(v_masks), -1).any(axis=1)
+    supp = calibration.suppression_of(config, params, v_images,
+                                      np.concatenate([ds.val, ds.val]), v_labels, v_masks)[0]
+    result['suppression'] = supp
+    steps = result['steps']
+    names = [k for k in ('R', 'D') if f'residual_{k}' in supp]
+    figures.curves(out_dir / 'suppression.png', steps,
+                   {**{f'residual {k}_n (share of the defect left)': supp[f'residual_{k}']
+                       for k in names},
+                    **{f'normal error {k}_n': supp[f'normal_error_{k}'] for k in names}},
+                   'recursion step n', 'fraction',
+                   'planted defects on held-out normals: suppression per step')
+    print(f"residual of planted defects per step, R_n: "
+          f"{np.round(supp['residual_R'], 3).tolist()}; normal error R_n: "
+          f"{np.round(supp['normal_error_R'], 4).tolist()}")
   files.write_json(out_dir / 'dynamics.json', result)
   steps = result['steps']
   for name in [k for k in ('R', 'D') if k in result]:

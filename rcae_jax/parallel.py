@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from rcae_jax import config as config_lib
+
 AXIS = 'data'
 _DIST_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
 
@@ -35,9 +37,11 @@ def local_batch_size(global_batch, mesh):
   """Per-process batch; refuses a global batch the devices cannot split evenly."""
   n_dev = mesh.devices.size
   if global_batch % n_dev or global_batch < n_dev:
-    raise ValueError(f'batch_size={global_batch} cannot be split over {n_dev} devices: it '
-                     f'must be a positive multiple of {n_dev} (per-device batch '
-                     f'{global_batch / n_dev:g})')
+    fix = max(n_dev, round(global_batch / n_dev) * n_dev)
+    raise config_lib.ConfigError(
+        f'batch_size={global_batch} cannot be split over {n_dev} devices: it must be a '
+        f'positive multiple of {n_dev} (per-device batch {global_batch / n_dev:g}); use '
+        f'--set batch_size={fix}, or fewer devices (CUDA_VISIBLE_DEVICES)')
   return global_batch // jax.process_count()
 
 

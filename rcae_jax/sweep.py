@@ -42,8 +42,14 @@ def slug(name):
   return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')
 
 
-def run(preset_name, workdir, overrides=(), categories=None, config=None):
-  """config: a config file replacing the preset's base (e.g. experiments/configs/mtd.py)."""
+def run(preset_name, workdir, overrides=(), categories=None, config=None,
+        validation_only=False, seeds=None):
+  """config: a config file replacing the preset's base (e.g. experiments/configs/mtd.py).
+
+  validation_only: train and validate, never read the test set (choosing among variants).
+  seeds: model seeds (`seed`) per variant, each in <variant>/seed<S>/; the tables give the
+  mean and the spread (standard deviation) over seeds. The data split stays `data.seed`'s.
+  """
   preset = load_preset(preset_name)
   if config:
     preset['config'] = pathlib.Path(config)
@@ -54,12 +60,16 @@ def run(preset_name, workdir, overrides=(), categories=None, config=None):
   cats = _categories(base, categories)
   rows = []
   for name, config in configs:
-    for cat in cats:
-      cfg = config_lib.apply_overrides(config, [f'data.category={cat}'])
-      donors = [pathlib.Path(r['dir']) for r in rows
-                if r['category'] == cat and not r['status'].startswith('failed')]
-      rows.append(_run_one(name, cat, cfg, workdir / slug(name) / slug(cat), donors))
-  _write_tables(workdir, preset, rows, cats)
+    for seed in seeds or [None]:
+      for cat in cats:
+        cfg = config_lib.apply_overrides(
+            config, [f'data.category={cat}'] + ([] if seed is None else [f'seed={seed}']))
+        run_dir = workdir / slug(name) / ('' if seed is None else f'seed{seed}') / slug(cat)
+        donors = [pathlib.Path(r['dir']) for r in rows
+                  if r['category'] == cat and not r['status'].startswith('failed')]
+        row = _run_one(name, cat, cfg, run_dir, donors, validation_only)
+        rows.append({**row, 'seed': cfg.seed})
+  _write_tables(workdir, preset, rows, cats, validation_only)
   return rows
 
 
@@ -83,6 +93,8 @@ _NOT_READ = {
 
 def _same_for_stage(a, b, stage):
   ignore = _NOT_READ.get(stage, ())
+  if a.get(f'stage{stage}.restore') or b.get(f'stage{stage}.restore'):
+    ignore = tuple(k for k in ignore if k != 'anomaly.')  # a restoring stage reads them
   keys = {k for k in a.keys() | b.keys() if not k.startswith(ignore)}
   return all(a.get(k) == b.get(k) for k in keys)
 
@@ -107,13 +119,12 @@ def _reuse_stages(run_dir, config, donors):
   return f'stage 1-{best_k} from {best}' if best_k else ''
 
 
-def _run_one(name, cat, config, run_dir, donors=()):
-  done = run_dir / 'eval' / 'metrics.json'
+def _run_one(name, cat, config, run_dir, donors=(), validation_only=False):
+  done = run_dir / ('validation.json' if validation_only else 'eval/metrics.json')
   row = {'variant': name, 'category': cat, 'dir': str(run_dir)}
-  if done.exists():
+  if done.exists() and (validation_only or (run_dir / 'validation.json').exists()):
     print(f'[sweep] {name} / {cat}: finished earlier, skipped', flush=True)
-    result = files.json.loads(done.read_text())
-    return {**row, **result['mean'], **_val(result), 'status': 'skipped (done)'}
+    return {**row, **_results(run_dir, validation_only), 'status': 'skipped (done)'}
   print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
   t0 = time.time()
   try:
@@ -123,9 +134,10 @@ def _run_one(name, cat, config, run_dir, donors=()):
       print(f'[sweep] {name} / {cat}: reusing {reused}', flush=True)
     if train.train(config, run_dir) is None:
       raise RuntimeError('training stopped before the last step')
-    result = evaluate.evaluate(run_dir)
+    if not validation_only:
+      evaluate.evaluate(run_dir)
     (run_dir / 'error.txt').unlink(missing_ok=True)
-    return {**row, **result['mean'], **_val(result), 'status': 'ok',
+    return {**row, **_results(run_dir, validation_only), 'status': 'ok',
             'seconds': round(time.time() - t0, 1)}
   except Exception as e:  # pylint: disable=broad-except
     files.atomic_write(run_dir / 'error.txt', traceback.format_exc())
@@ -134,46 +146,112 @@ def _run_one(name, cat, config, run_dir, donors=()):
     return {**row, 'status': f'failed: {type(e).__name__}: {e}'}
 
 
-def _val(result):
-  """Validation metrics (held-out normals + pseudo-anomalies): what model selection may use."""
-  return {f'val_{k}': v for k, v in result.get('validation', {}).items()}
+def _results(run_dir, validation_only):
+  """Test means (unless validation_only) and the validation columns of one finished run."""
+  out = {}
+  if not validation_only:
+    out.update(files.json.loads((run_dir / 'eval' / 'metrics.json').read_text())['mean'])
+  val = files.json.loads((run_dir / 'validation.json').read_text())
+  out.update({f'val_{k}': v for k, v in _model_mean(val['metrics']).items()})
+  supp = _model_mean(val.get('suppression', {}))
+  for name in ('R', 'D'):
+    if f'residual_{name}' in supp:
+      out[f'val_residual_{name}_first'] = supp[f'residual_{name}'][0]
+      out[f'val_residual_{name}_last'] = supp[f'residual_{name}'][-1]
+      out[f'val_normal_error_{name}_last'] = supp[f'normal_error_{name}'][-1]
+  if 'recon_image_auroc' in supp:
+    out['val_recon_image_auroc'] = supp['recon_image_auroc']
+    out['val_recon_pixel_auroc'] = supp['recon_pixel_auroc']
+  return out
 
 
-def _write_tables(workdir, preset, rows, cats):
-  fields = ['variant', 'category', 'status', *metrics.METRICS,
-            *[f'val_{m}' for m in metrics.METRICS], 'seconds', 'reused', 'dir']
+def _model_mean(entry):
+  """validation.json holds a list of per-model dicts when K > 1: their mean."""
+  if not isinstance(entry, list):
+    return entry
+  return {k: np.mean([e[k] for e in entry], axis=0).tolist() for k in entry[0]
+          if not isinstance(entry[0][k], str)}
+
+
+def _seed_means(rows, columns):
+  """{column: [mean over categories, one per seed]} over the rows that have the column."""
+  out = {}
+  for col in columns:
+    per_seed = {}
+    for r in rows:
+      if isinstance(r.get(col), (int, float)) and np.isfinite(r[col]):
+        per_seed.setdefault(r['seed'], []).append(r[col])
+    if per_seed:
+      out[col] = [float(np.mean(v)) for v in per_seed.values()]
+  return out
+
+
+def _cell(values, scale=1):
+  """'61.4' for one value, '61.4 ± 1.2' (std over seeds) for several, '–' for none."""
+  if not len(values):
+    return '–'
+  v = np.asarray(values) * scale
+  return f'{v.mean():.1f}' + (f' ± {v.std():.1f}' if len(v) > 1 else '')
+
+
+SUPPRESSION_COLUMNS = ('val_residual_R_first', 'val_residual_R_last', 'val_residual_D_last',
+                       'val_normal_error_R_last', 'val_normal_error_D_last',
+                       'val_recon_image_auroc', 'val_recon_pixel_auroc')
+
+
+def _write_tables(workdir, preset, rows, cats, validation_only=False):
+  fields = ['variant', 'seed', 'category', 'status', *metrics.METRICS,
+            *[f'val_{m}' for m in metrics.METRICS], *SUPPRESSION_COLUMNS, 'seconds', 'reused',
+            'dir']
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
   writer.writeheader()
   for r in rows:
-    writer.writerow({k: (f'{r[k]:.2f}' if isinstance(r.get(k), float) else r.get(k, ''))
+    writer.writerow({k: (f'{r[k]:.4f}' if isinstance(r.get(k), float) else r.get(k, ''))
                      for k in fields})
   files.atomic_write(workdir / 'results.csv', buf.getvalue())
+  if validation_only:  # the table shows the validation columns in the metrics' places
+    rows = [{**r, **{m: r[f'val_{m}'] for m in metrics.METRICS if f'val_{m}' in r}}
+            for r in rows]
+  what = ('VALIDATION (held-out normals + pseudo-anomalies; the test set was not read)'
+          if validation_only else 'test')
   variants = list(dict.fromkeys(r['variant'] for r in rows))
+  n_seeds = len({r['seed'] for r in rows})
+  spread = ' (mean ± std over seeds)' if n_seeds > 1 else ''
   lines = [f'# {preset["title"]}', '',
-           'I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over categories.', '',
+           f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
+           f'categories{spread}; {n_seeds} seed(s).', '',
            '| variant | ' + ' | '.join(cats) + ' | mean I-AUROC | mean P-AUROC | mean AUPRO | '
            'mean F1-max | mean P-AP |',
            '|---|' + '---|' * (len(cats) + 5)]
-  means = {}
+  means, supp_lines = {}, []
   for v in variants:
-    by_cat = {r['category']: r for r in rows if r['variant'] == v}
+    mine = [r for r in rows if r['variant'] == v]
     cells = []
     for c in cats:
-      r = by_cat.get(c, {})
-      cells.append('/'.join(f'{r[m]:.1f}' for m in ('image_auroc', 'pixel_auroc', 'aupro'))
-                   if 'image_auroc' in r else 'failed')
-    ok = [r for r in by_cat.values() if 'image_auroc' in r]
-    mean = {m: float(np.mean([r[m] for r in ok])) for m in metrics.METRICS} if ok else {}
-    means[v] = mean
-    cells += [f'{mean[m]:.1f}' if mean else '–' for m in metrics.METRICS]
+      per_seed = [r for r in mine if r['category'] == c and 'image_auroc' in r]
+      cells.append('/'.join(_cell([r[m] for r in per_seed])
+                            for m in ('image_auroc', 'pixel_auroc', 'aupro'))
+                   if per_seed else 'failed')
+    by_seed = _seed_means(mine, metrics.METRICS + SUPPRESSION_COLUMNS)
+    means[v] = {m: float(np.mean(x)) for m, x in by_seed.items()}
+    cells += [_cell(by_seed.get(m, [])) for m in metrics.METRICS]
     lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
+    supp_lines.append(f'| {v} | ' + ' | '.join(
+        _cell(by_seed.get(m, []), scale=1 if 'auroc' in m else 100)
+        for m in SUPPRESSION_COLUMNS) + ' |')
+  lines += ['', 'Suppression of planted defects on validation (residual = share of the defect '
+            'still in the reconstruction, %; normal error = mean |R − x| on normal pixels, '
+            '% of the range; recon = the reconstruction-error map alone as the detector):', '',
+            '| variant | residual R_1 | residual R_N | residual D_N | normal error R_N | '
+            'normal error D_N | recon val I-AUROC | recon val P-AUROC |',
+            '|---|' + '---|' * len(SUPPRESSION_COLUMNS)] + supp_lines
   failed = [r for r in rows if r['status'].startswith('failed')]
   if failed:
     lines += ['', 'Failed runs:'] + [f'- {r["variant"]} / {r["category"]}: {r["status"]}'
                                      for r in failed]
   files.atomic_write(workdir / 'results.md', '\n'.join(lines) + '\n')
-  names = [v for v in variants if means[v]]
+  names = [v for v in variants if 'image_auroc' in means[v]]
   if names:
     figures.bars(workdir / 'results.png', names, [means[v]['image_auroc'] for v in names],
                  'mean image AUROC (%)', preset['title'])

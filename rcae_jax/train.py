@@ -33,19 +33,29 @@ def stage_loss(stage, nets, config):
   """
   gw = config.grad_weight
 
+  def restoration_loss(stage_config, target, pred, mask):
+    if stage_config.get('region_weight', 0.0):
+      return losses.region_balanced_l1(target, pred, mask, stage_config.region_weight, gw)
+    return losses.l1_with_gradient(target, pred, gw)
+
   def stage1(params, frozen, batch, rng, n):
-    del frozen, rng
-    x = batch['image']
+    x, target, mask = anomalies.restoration_pair(
+        jax.random.fold_in(rng, 2), batch['image'], batch['index'], frozen.get('textures'),
+        config, config.stage1)
     recon = pipeline.rcae_at_depth(nets, params, x, n)
-    return losses.l1_with_gradient(x, recon, gw), {}
+    return restoration_loss(config.stage1, target, recon, mask), {}
 
   def stage2(params, frozen, batch, rng, n):
-    del rng, n
-    x = batch['image']
+    del n
+    x, target, mask = anomalies.restoration_pair(
+        jax.random.fold_in(rng, 2), batch['image'], batch['index'], frozen.get('textures'),
+        config, config.stage2)
     seq = jax.lax.stop_gradient(pipeline.rcae_sequence(nets, frozen['rcae'], x))
     enh = pipeline.enhance(nets, params, seq, x)
-    target = jnp.broadcast_to(x, enh.shape).reshape((-1,) + x.shape[1:])
-    return losses.l1_with_gradient(target, enh.reshape(target.shape), gw), {}
+    tile = lambda a: jnp.broadcast_to(a, (enh.shape[0],) + a.shape).reshape(
+        (-1,) + a.shape[1:])
+    return restoration_loss(config.stage2, tile(target), enh.reshape((-1,) + x.shape[1:]),
+                            tile(mask)), {}
 
   def stage3(params, frozen, batch, rng, n):
     del n
@@ -219,13 +229,19 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   return state['params'], end == total
 
 
+def needs_textures(stage, config):
+  """Stage 3 always draws pseudo-anomalies; stages 1 and 2 when they restore."""
+  return stage == 3 or config[f'stage{stage}'].get('restore', False)
+
+
 def frozen_inputs(stage, params, config):
-  """What a stage's step reads but does not train (plus the texture bank of stage 3)."""
+  """What a stage's step reads but does not train (plus the pseudo-anomaly texture bank)."""
   frozen = {}
   if stage >= 2:
     frozen['rcae'] = params['rcae']
   if stage == 3:
     frozen['dpn'] = params['dpn']
+  if needs_textures(stage, config):
     frozen['textures'] = jnp.asarray(anomalies.texture_bank(
         config.data.resolution, config.data.channels, seed=config.seed))
   return frozen
@@ -237,8 +253,9 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   mesh = mesh or parallel.make_mesh()
   parallel.local_batch_size(config.batch_size, mesh)
   _refuse_other_config(workdir, config)
-  runinfo.write_run_files(workdir, config, mesh)
   dataset = dataset or data_lib.load(config)
+  runinfo.write_run_files(workdir, config, mesh)  # after the data loaded: a failed start
+  # leaves no config.json behind to refuse the corrected command
   if jax.process_index() == 0:
     print(f'training {config.data.name}/{dataset.category}: {len(dataset.train)} train, '
           f'{len(dataset.val)} held-out normal images at {config.data.resolution}²; '
@@ -272,6 +289,12 @@ def flat_config(config):
   return _flatten(json.loads(config_lib.to_json(config)))
 
 
+def _trained_anything(workdir):
+  """Whether any stage of the run in workdir saved a checkpoint step."""
+  return any(p.is_dir() and p.name.isdigit()
+             for p in pathlib.Path(workdir).glob('stage*/ckpt/*'))
+
+
 def _refuse_other_config(workdir, config):
   """Resuming a workdir trained with another config would mix two experiments: refuse."""
   path = pathlib.Path(workdir) / 'config.json'
@@ -280,6 +303,10 @@ def _refuse_other_config(workdir, config):
   old = _flatten(json.loads(path.read_text()))
   new = flat_config(config)
   diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  if diff and not _trained_anything(workdir):
+    print(f'{workdir}: no training step was saved under the old config; starting afresh with '
+          f'the new one (changed: {", ".join(diff[:6])})', flush=True)
+    return
   if diff:
     raise config_lib.ConfigError(
         f'{workdir} holds a run with a different config ({", ".join(diff[:6])}'

@@ -67,6 +67,8 @@ def test_retrain_resumes_instead_of_starting_over(trained_run, capsys):
     (['train', '--workdir', 'x', '--data', 'mtd'], 'data.root is empty'),
     (['train', '--workdir', 'x', '--data', 'mvtec:/does/not/exist'], 'does not exist'),
     (['evaluate', '--workdir', '/no/such/run'], 'no finished model'),
+    (['train', '--workdir', 'x', '--set', 'batch_size=7'],
+     'batch_size=7 cannot be split over 4 devices'),
 ])
 def test_cli_refuses_with_a_message(argv, match, capsys, tmp_path):
   argv = [a.replace('x', str(tmp_path / 'w')) if a == 'x' else a for a in argv]
@@ -78,3 +80,20 @@ def test_resuming_with_another_config_is_refused(trained_run, capsys):
   assert cli.main(['train', '--config', str(ROOT / 'experiments/configs/tiny.py'),
                    '--workdir', str(trained_run), '--set', 'model.features=8']) == 2
   assert 'different config' in capsys.readouterr().err
+
+
+def test_a_failed_start_does_not_lock_the_workdir(tmp_path, capsys):
+  """A start that trained nothing leaves no config behind that refuses the corrected one."""
+  wd = tmp_path / 'w'
+  tiny = str(ROOT / 'experiments/configs/tiny.py')
+  assert cli.main(['train', '--config', tiny, '--workdir', str(wd),
+                   '--data', 'mvtec:/does/not/exist']) == 2
+  assert not (wd / 'config.json').exists()
+  # a config written by an older start that saved no step is replaced, with a message
+  wd.mkdir(exist_ok=True)
+  (wd / 'config.json').write_text('{"data": {"name": "mvtec"}}')
+  assert cli.main(['train', '--config', tiny, '--workdir', str(wd), '--set',
+                   'data.resolution=16', f'data.cache_dir={tmp_path / "c"}', 'stages=(1,)',
+                   'stage1.steps=2', 'data.val_fraction=0.5']) == 0
+  assert 'starting afresh' in capsys.readouterr().out
+  assert '"builtin"' in (wd / 'config.json').read_text()

@@ -17,6 +17,9 @@ def test_paper_config():
   c = config_lib.load_config(ROOT / 'experiments' / 'configs' / 'paper.py')
   assert (c.data.resolution, c.model.depth, c.stage1.epochs, c.stage2.epochs,
           c.stage3.epochs, c.stage1.lr) == (1024, 5, 1500, 400, 300, 1e-4)
+  # the paper's plain reconstruction objective, every skip
+  assert (c.stage1.restore, c.stage2.restore, c.stage1.noise, c.model.skip_from) == (
+      False, False, 0.0, 1)
 
 
 def test_overrides_apply(tmp_path):
@@ -35,6 +38,9 @@ def test_overrides_apply(tmp_path):
     ('model.crd_steps=(1, 9)', r'model.crd_steps has steps \[9\]'),
     ('anomaly.shapes=("star",)', "unknown \\['star'\\]"),
     ('depth', 'not of the form key=value'),
+    ('stage1.noise=-0.1', r'stage1.noise=-0.1 must be in \[0, 0.5\]'),
+    ('stage2.region_weight=-1.0', 'stage2.region_weight must be >= 0'),
+    ('model.skip_from=0', 'model.skip_from=0 must be >= 1'),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):
   with pytest.raises(ConfigError, match=match):

@@ -58,7 +58,8 @@ def test_dynamics_curves_and_files(trained_run):
   assert len(result['D']['error_normal']) == n
   on_disk = json.loads((trained_run / 'dynamics' / 'dynamics.json').read_text())
   np.testing.assert_allclose(on_disk['R']['error_ratio'], result['R']['error_ratio'])
-  for name in ('error_R.png', 'change_R.png', 'error_D.png', 'strip_0.png'):
+  assert len(result['suppression']['residual_R']) == n == len(on_disk['suppression']['residual_D'])
+  for name in ('error_R.png', 'change_R.png', 'error_D.png', 'strip_0.png', 'suppression.png'):
     assert (trained_run / 'dynamics' / name).stat().st_size > 0
 
 

@@ -28,6 +28,7 @@ def get_config():
   c.model.iterate_levels = 2     # E/D steps inside one AE pass in iterate mode
   c.model.shared = True          # one E, one D for all levels (False = ablation)
   c.model.skips = True           # decoder takes the matching encoder skip
+  c.model.skip_from = 1          # lowest level with a skip (1 = all; 2 = none at full res)
   c.model.groups = 8             # GroupNorm groups (0 = no normalisation)
   c.model.padding = 'zeros'      # zeros | reflect (image borders; see docs/design.md)
   c.model.dpn_features = 32
@@ -48,8 +49,16 @@ def get_config():
   c.depth_sampling = 'uniform'
 
   c.batch_size = 16
-  c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4))
-  c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4))
+  # Stages 1-2 learn to restore (docs/design.md, "Suppression"): the input carries a
+  # pseudo-anomaly (`anomaly.*`), the target is the clean image; region_weight > 0 is FAE's
+  # two-term loss (the corrupted region's mean error x region_weight + the rest's mean
+  # error); noise is FAE's identity anchor, N(0, s²), s ~ U[0, noise] per image, added alike
+  # to input and target. The paper's plain reconstruction of clean images (an identity map
+  # in practice: 96 % of a planted defect survived) is restore=False (`paper.py`).
+  c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
+                                            noise=0.04, region_weight=1.0))
+  c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
+                                            noise=0.04, region_weight=1.0))
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
 

@@ -10,4 +10,8 @@ def get_config():
   c.model.crd_loss = 'l2'       # as written in the paper
   c.model.crd_grad_weight = 1.0
   c.model.crd_diff = False      # the paper's CRD input: D_n ⊕ x only
+  # the paper's plain reconstruction of clean images, every skip (docs/design.md, Suppression)
+  for stage in (c.stage1, c.stage2):
+    stage.restore, stage.noise, stage.region_weight = False, 0.0, 0.0
+  c.model.skip_from = 1
   return c

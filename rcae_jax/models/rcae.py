@@ -57,6 +57,7 @@ class RcAE(nn.Module):
   iterate_levels: int = 2
   shared: bool = True
   skips: bool = True
+  skip_from: int = 1  # levels below this get a zero skip: no full-resolution copy of x
   groups: int = 8
   dtype: jnp.dtype = jnp.float32
   padding: str = 'SAME'
@@ -76,6 +77,8 @@ class RcAE(nn.Module):
     return self.enc[0 if self.shared else level - 1](h)
 
   def _D(self, level, z, skip):
+    if level < self.skip_from:  # zeros, not absent: the one shared D keeps one input width
+      skip = jnp.zeros_like(skip)
     return self.dec[0 if self.shared else level - 1](z, skip)
 
   def _head(self, z):
@@ -126,5 +129,5 @@ def from_config(config):
   m = config.model
   return RcAE(out_channels=config.data.channels, features=m.features, depth=m.depth,
               recursion=m.recursion, iterate_levels=m.iterate_levels, shared=m.shared,
-              skips=m.skips, groups=m.groups, dtype=layers.dtype_of(m.dtype),
+              skips=m.skips, skip_from=m.get('skip_from', 1), groups=m.groups, dtype=layers.dtype_of(m.dtype),
               padding=layers.padding_of(config))

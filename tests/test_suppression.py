@@ -1,0 +1,95 @@
+"""Suppression measurement on known answers, and the pieces of the restoration objective."""
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import tiny_config
+from rcae_jax import anomalies, files, losses, pipeline, suppression
+
+
+def _pair():
+  rng = np.random.default_rng(0)
+  clean = rng.uniform(0.2, 0.8, (3, 8, 8, 2)).astype(np.float32)
+  defective = clean.copy()
+  defective[:, 2:5, 3:6] += 0.15  # a visible planted defect
+  defective[0, 7, 7] += 0.01      # an invisible change: not counted
+  untouched = (defective == clean).all(-1)
+  return clean, defective, untouched
+
+
+def test_identity_gives_one_and_clean_output_gives_zero():
+  clean, defective, untouched = _pair()
+  ident = suppression.measure(np.stack([defective] * 3), defective, clean, untouched)
+  np.testing.assert_allclose(ident['residual'], [1, 1, 1], rtol=1e-6)
+  np.testing.assert_allclose(ident['normal_error'], [0, 0, 0], atol=1e-7)
+  perfect = suppression.measure(np.stack([clean] * 2), defective, clean, untouched)
+  np.testing.assert_allclose(perfect['residual'], [0, 0], atol=1e-7)
+
+
+def test_partial_suppression_and_normal_error_are_what_they_say():
+  clean, defective, untouched = _pair()
+  half = clean + 0.5 * (defective - clean)
+  blurred = clean + 0.1 * untouched[..., None]  # wrong by 0.1 on normal pixels only
+  m = suppression.measure(np.stack([half, blurred]), defective, clean, untouched)
+  np.testing.assert_allclose(m['residual'], [0.5, 0.0], atol=1e-5)
+  np.testing.assert_allclose(m['normal_error'], [0.0, 0.1], atol=1e-6)
+
+
+def test_validation_json_has_the_per_depth_suppression(trained_run):
+  val = files.json.loads((trained_run / 'validation.json').read_text())
+  supp = val['suppression']
+  depth = files.json.loads((trained_run / 'config.json').read_text())['model']['depth']
+  for key in ('residual_R', 'residual_D', 'normal_error_R', 'normal_error_D'):
+    assert len(supp[key]) == depth, key
+    assert all(np.isfinite(supp[key])), key
+  assert all(0 <= v for v in supp['residual_R'])
+  assert supp['recon_source'] == 'dpn' and 0 <= supp['recon_image_auroc'] <= 100
+
+
+def test_region_balanced_loss_weighs_each_region_by_its_mean():
+  target = jnp.zeros((2, 8, 8, 1))
+  mask = jnp.zeros((2, 8, 8, 1)).at[:, :2, :2].set(1.0)  # 4 of 64 pixels
+  pred = target + 0.5 * mask                              # wrong only inside the defect
+  got = losses.region_balanced_l1(target, pred, mask, region_weight=3.0, grad_weight=0.0)
+  np.testing.assert_allclose(got, 3.0 * 0.5, rtol=1e-5)   # plain mean would give 0.5 * 4/64
+  pred = target + 0.25 * (1 - mask)                       # wrong only outside it
+  got = losses.region_balanced_l1(target, pred, mask, region_weight=3.0, grad_weight=0.0)
+  np.testing.assert_allclose(got, 0.25, rtol=1e-5)
+  clean = losses.region_balanced_l1(target, target + 0.2, jnp.zeros_like(mask), 3.0, 1.0)
+  np.testing.assert_allclose(clean, losses.l1_with_gradient(target, target + 0.2), rtol=1e-5)
+
+
+def test_identity_noise_is_the_same_on_input_and_target():
+  key = jax.random.PRNGKey(0)
+  target = jnp.full((4, 8, 8, 1), 0.5)
+  inputs = target.at[:, :3].set(0.45)
+  noisy_in, noisy_tgt = anomalies.identity_noise(key, inputs, target, jnp.arange(4), 0.04)
+  np.testing.assert_allclose(noisy_in - noisy_tgt, inputs - target, atol=1e-6)
+  assert float(jnp.abs(noisy_tgt - target).max()) > 1e-3  # noise was added
+  same = anomalies.identity_noise(key, inputs, target, jnp.arange(4), 0.0)
+  assert same[0] is inputs and same[1] is target
+
+
+def test_paper_objective_leaves_the_batch_untouched(tmp_path):
+  config = tiny_config(tmp_path)
+  images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  stage = types.SimpleNamespace(restore=False, noise=0.0)
+  x, target, mask = anomalies.restoration_pair(jax.random.PRNGKey(1), images, jnp.arange(2),
+                                               None, config, stage)
+  assert x is images and target is images and float(mask.max()) == 0.0
+
+
+def test_skip_from_cuts_the_full_resolution_skip(tmp_path):
+  """R_1 decodes at level 1 only: with skip_from=2 its output ignores the skip half of the
+  decoder's second conv kernel (gradient exactly zero); with skip_from=1 it does not."""
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 16, 16, 3))
+  for skip_from, cut in ((1, False), (2, True)):
+    config = tiny_config(tmp_path, f'model.skip_from={skip_from}')
+    nets = pipeline.networks(config)
+    params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
+    grads = jax.grad(lambda p: pipeline.rcae_at_depth(nets, p, x, 1).sum())(params)
+    kernel = grads['params']['dec_0']['ConvNormAct_1']['Conv_0']['kernel']
+    skip_part = jnp.abs(kernel[:, :, config.model.features:]).max()
+    assert (float(skip_part) == 0.0) == cut, (skip_from, float(skip_part))
