@@ -4,9 +4,6 @@ import os
 import pathlib
 import sys
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / 'experiments'
-
-
 def _data_overrides(args):
   out = []
   if getattr(args, 'data', None):
@@ -27,7 +24,8 @@ def _parser():
   ap = argparse.ArgumentParser(prog='python -m rcae_jax', description=__doc__)
   sub = ap.add_subparsers(dest='cmd', required=True)
   p = sub.add_parser('train', help='train stages 1-3 (resumes if interrupted)')
-  p.add_argument('--config', default=str(EXPERIMENTS / 'configs' / 'base.py'))
+  p.add_argument('--config', default='base',
+                 help='a shipped config by name (tiny, mtd:cpu, ...) or path/to/config.py[:arg]')
   p.add_argument('--workdir', required=True)
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize()')
@@ -44,7 +42,7 @@ def _parser():
   p.add_argument('--category', default='brick')
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p = sub.add_parser('bench', help='jitted step timings, FLOPs and memory -> JSON')
-  p.add_argument('--config', default=str(EXPERIMENTS / 'configs' / 'tiny.py'))
+  p.add_argument('--config', default='tiny')
   p.add_argument('--what', default='train1,train2,train3,infer')
   p.add_argument('--resolution', type=int, nargs='*', default=None)
   p.add_argument('--batch', type=int, default=None)

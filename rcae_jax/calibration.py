@@ -59,11 +59,29 @@ def validate(workdir, config, params, val_images, write=True):
   supp = suppression_of(config, params, images, np.concatenate([val_images, val_images]),
                         labels, masks)
   one = config.num_models == 1
+  border = [border_share(m[~labels]) for m in maps]
   info = {'n_images': len(images), 'metrics': per_model[0] if one else per_model,
-          'suppression': supp[0] if one else supp}
+          'suppression': supp[0] if one else supp,
+          'border_share': border[0] if one else border, 'border_px': BORDER_PX}
   if write:
     files.write_json(pathlib.Path(workdir) / 'validation.json', info)
   return info
+
+
+BORDER_PX = 8
+
+
+def border_share(normal_maps, width=BORDER_PX):
+  """Share of normal images whose map maximum lies within `width` px of the image border:
+  a detector that fires on image edges (padding, tile borders) sets its normal scores there.
+  A map with no preferred place scores about 1 - (1 - 2 width / side)²."""
+  if not len(normal_maps):
+    return float('nan')
+  n, h, w = normal_maps.shape
+  flat = normal_maps.reshape(n, -1).argmax(axis=1)
+  y, x = flat // w, flat % w
+  near = (y < width) | (y >= h - width) | (x < width) | (x >= w - width)
+  return float(near.mean())
 
 
 def recon_source(config):

@@ -12,27 +12,49 @@ class ConfigError(ValueError):
   """A config file, key or value the platform refuses; the message names it."""
 
 
-def _project_root(path):
-  for parent in path.parents:
-    if (parent / 'experiments').is_dir():
-      return parent
-  return path.parent
+def experiments_dir():
+  """The shipped `experiments/` (configs, sweep presets): beside the package in a clone or an
+  editable install, else the `experiments` package that `pip install .` put on the path.
+  The only place the platform looks for it; config files import `experiments.configs.base`,
+  so its parent goes on sys.path once."""
+  beside = pathlib.Path(__file__).resolve().parent.parent / 'experiments'
+  if (beside / 'configs').is_dir():
+    path = beside
+  else:
+    spec = importlib.util.find_spec('experiments')
+    if spec is None or not spec.submodule_search_locations:
+      raise ConfigError('the shipped experiments/ folder was not found (reinstall rcae_jax)')
+    path = pathlib.Path(list(spec.submodule_search_locations)[0])
+  if str(path.parent) not in sys.path:
+    sys.path.insert(0, str(path.parent))
+  return path
+
+
+def config_path(spec):
+  """`tiny`, `mtd:cpu` (a shipped config by name) or `path/to/file.py[:arg]` -> (path, arg)."""
+  file, _, arg = str(spec).partition(':')
+  path = pathlib.Path(file)
+  if not path.suffix and len(path.parts) == 1:
+    shipped = experiments_dir() / 'configs' / f'{file}.py'
+    if not shipped.is_file():
+      known = sorted(p.stem for p in shipped.parent.glob('*.py') if not p.stem.startswith('_'))
+      raise ConfigError(f'no shipped config named {file!r}; known: {known} (or give a path)')
+    return shipped, arg
+  return path.resolve(), arg
 
 
 def load_config(spec, overrides=()):
-  """Loads `file.py` or `file.py:arg`, applies `key=value` overrides, validates."""
-  file, _, arg = str(spec).partition(':')
-  path = pathlib.Path(file).resolve()
+  """Loads `file.py[:arg]` or a shipped config by name, applies `key=value` overrides,
+  validates."""
+  path, arg = config_path(spec)
   if not path.is_file():
-    raise ConfigError(f'config file {file!r} does not exist')
-  root = str(_project_root(path))
-  if root not in sys.path:
-    sys.path.insert(0, root)
+    raise ConfigError(f'config file {str(spec).partition(":")[0]!r} does not exist')
+  experiments_dir()  # config files import experiments.configs.base
   module_spec = importlib.util.spec_from_file_location(f'_rcae_config_{path.stem}', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
-    raise ConfigError(f'config file {file!r} has no get_config()')
+    raise ConfigError(f'config file {path} has no get_config()')
   config = module.get_config(arg) if arg else module.get_config()
   return apply_overrides(config, overrides)
 

@@ -5,7 +5,7 @@ import time
 from rcae_jax import config as config_lib
 from rcae_jax import evaluate, train
 
-DEMO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / 'experiments' / 'configs' / 'demo.py'
+DEMO_CONFIG = 'demo'  # experiments/configs/demo.py
 
 
 def run(workdir, category='brick', overrides=()):

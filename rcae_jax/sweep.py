@@ -16,17 +16,16 @@ from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import evaluate, figures, files, metrics, train
 
-SWEEPS = pathlib.Path(__file__).resolve().parent.parent / 'experiments' / 'sweeps'
-CONFIGS = SWEEPS.parent / 'configs'
 
 
 def load_preset(name):
   """-> {'config': path, 'variants': [(name, [overrides])], 'title': str}."""
+  sweeps = config_lib.experiments_dir() / 'sweeps'
   path = pathlib.Path(name)
   if not path.suffix:
-    path = SWEEPS / f'{name}.py'
+    path = sweeps / f'{name}.py'
   if not path.is_file():
-    known = sorted(p.stem for p in SWEEPS.glob('*.py') if not p.stem.startswith('_'))
+    known = sorted(p.stem for p in sweeps.glob('*.py') if not p.stem.startswith('_'))
     raise config_lib.ConfigError(f'sweep preset {name!r} not found; known presets: {known}')
   spec = importlib.util.spec_from_file_location(f'_sweep_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
@@ -34,7 +33,7 @@ def load_preset(name):
   preset = module.get_sweep()
   preset.setdefault('title', path.stem)
   cfg = pathlib.Path(preset['config'])
-  preset['config'] = cfg if cfg.is_absolute() else CONFIGS / cfg
+  preset['config'] = cfg if cfg.is_absolute() else config_lib.experiments_dir() / 'configs' / cfg
   return preset
 
 
@@ -154,6 +153,8 @@ def _results(run_dir, validation_only):
   val = files.json.loads((run_dir / 'validation.json').read_text())
   out.update({f'val_{k}': v for k, v in _model_mean(val['metrics']).items()})
   supp = _model_mean(val.get('suppression', {}))
+  if 'border_share' in val:
+    out['val_border_share'] = float(np.mean(val['border_share']))
   for name in ('R', 'D'):
     if f'residual_{name}' in supp:
       out[f'val_residual_{name}_first'] = supp[f'residual_{name}'][0]
@@ -201,7 +202,8 @@ SUPPRESSION_COLUMNS = ('val_residual_R_first', 'val_residual_R_last', 'val_resid
 
 def _write_tables(workdir, preset, rows, cats, validation_only=False):
   fields = ['variant', 'seed', 'category', 'status', *metrics.METRICS,
-            *[f'val_{m}' for m in metrics.METRICS], *SUPPRESSION_COLUMNS, 'seconds', 'reused',
+            *[f'val_{m}' for m in metrics.METRICS], *SUPPRESSION_COLUMNS, 'val_border_share',
+            'seconds', 'reused',
             'dir']
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')

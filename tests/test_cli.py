@@ -1,5 +1,6 @@
 """The commands a user runs: train/evaluate/predict through the CLI, and clear refusals."""
 import csv
+import os
 import json
 
 import numpy as np
@@ -97,3 +98,20 @@ def test_a_failed_start_does_not_lock_the_workdir(tmp_path, capsys):
                    'stage1.steps=2', 'data.val_fraction=0.5']) == 0
   assert 'starting afresh' in capsys.readouterr().out
   assert '"builtin"' in (wd / 'config.json').read_text()
+
+
+def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path):
+  """`pip install .` ships experiments/: configs and presets by name, from another folder."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  site = tmp_path / 'site'
+  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
+                  str(site), str(ROOT)], check=True, capture_output=True)
+  code = ('from rcae_jax import config, sweep; '
+          'print(config.experiments_dir()); '
+          "print(config.load_config('mtd:cpu').data.resolution, "
+          "len(sweep.load_preset('components')['variants']))")
+  out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, text=True,
+                       capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout
+  where, numbers = out.strip().splitlines()
+  assert where == str(site / 'experiments') and numbers == '64 4'

@@ -43,7 +43,7 @@ def test_sweep_tables_skip_and_failure(tmp_path):
 
 
 def test_every_preset_expands_to_valid_configs():
-  for path in sorted(sweep.SWEEPS.glob('*.py')):
+  for path in sorted((sweep.config_lib.experiments_dir() / 'sweeps').glob('*.py')):
     preset = sweep.load_preset(path.stem)
     assert preset['variants'], path
     base = sweep.config_lib.load_config(preset['config'])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import tiny_config
-from rcae_jax import anomalies, files, losses, pipeline, suppression
+from rcae_jax import anomalies, calibration, files, losses, pipeline, suppression
 
 
 def _pair():
@@ -46,6 +46,7 @@ def test_validation_json_has_the_per_depth_suppression(trained_run):
     assert all(np.isfinite(supp[key])), key
   assert all(0 <= v for v in supp['residual_R'])
   assert supp['recon_source'] == 'dpn' and 0 <= supp['recon_image_auroc'] <= 100
+  assert 0 <= val['border_share'] <= 1 and val['border_px'] == 8
 
 
 def test_region_balanced_loss_weighs_each_region_by_its_mean():
@@ -93,3 +94,11 @@ def test_skip_from_cuts_the_full_resolution_skip(tmp_path):
     kernel = grads['params']['dec_0']['ConvNormAct_1']['Conv_0']['kernel']
     skip_part = jnp.abs(kernel[:, :, config.model.features:]).max()
     assert (float(skip_part) == 0.0) == cut, (skip_from, float(skip_part))
+
+
+def test_border_share_counts_maxima_near_the_edge():
+  maps = np.zeros((4, 32, 32))
+  maps[0, 2, 16] = maps[1, 16, 30] = 1.0  # within 8 px of an edge
+  maps[2, 16, 16] = maps[3, 8, 8] = 1.0   # inside (8 px in is no longer "within 8 px")
+  assert calibration.border_share(maps) == 0.5
+  assert calibration.border_share(maps[:2], width=1) == 0.0
