@@ -45,24 +45,18 @@ def validation_set(config, val_images, seed=0):
 
 
 def validate(workdir, config, params, val_images, write=True):
-  """The test metrics on `validation_set` (a list of them when K > 1), and the per-depth
-  suppression of the planted defects (`rcae_jax.suppression`) -> validation.json."""
+  """The test metrics on `validation_set`, the per-depth suppression of the planted defects
+  (`rcae_jax.suppression`) and the border share of normal maxima -> validation.json."""
   if not len(val_images):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
   out = inference.run(config, params, images)
-  maps, scores = out['map'], out['score']
-  if config.num_models == 1:
-    maps, scores = maps[None], scores[None]
   labels = masks.reshape(len(masks), -1).any(axis=1)
-  per_model = [metrics.compute_metrics(s, labels, m, masks) for s, m in zip(scores, maps)]
-  supp = suppression_of(config, params, images, np.concatenate([val_images, val_images]),
-                        labels, masks)
-  one = config.num_models == 1
-  border = [border_share(m[~labels]) for m in maps]
-  info = {'n_images': len(images), 'metrics': per_model[0] if one else per_model,
-          'suppression': supp[0] if one else supp,
-          'border_share': border[0] if one else border, 'border_px': BORDER_PX}
+  info = {'n_images': len(images),
+          'metrics': metrics.compute_metrics(out['score'], labels, out['map'], masks),
+          'suppression': suppression_of(config, params, images,
+                                        np.concatenate([val_images, val_images]), labels, masks),
+          'border_share': border_share(out['map'][~labels]), 'border_px': BORDER_PX}
   if write:
     files.write_json(pathlib.Path(workdir) / 'validation.json', info)
   return info
@@ -90,29 +84,23 @@ def recon_source(config):
 
 
 def suppression_of(config, params, images, clean, labels, masks):
-  """Per model: residual/normal error of R_n (and D_n) per depth, and the validation
-  metrics of the reconstruction-error map alone (the paper's "+RcAE"/"+DPN" detectors)."""
+  """Residual/normal error of R_n (and D_n) per depth, and the validation metrics of the
+  reconstruction-error map alone (the paper's "+RcAE"/"+DPN" detectors)."""
   src = recon_source(config)
   rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
   out = inference.run(rec_cfg, params, images, with_sequences=True)
-  k_axis = config.num_models > 1
   x = images.astype(np.float32) / 255.0
   c = clean.astype(np.float32) / 255.0
   untouched = (images == clean).all(-1)
-  result = []
-  for k in range(config.num_models):
-    pick = lambda v, k=k: v[k] if k_axis else v
-    entry = {'visible_threshold': suppression.VISIBLE}
-    for name, key in (('R', 'recon'), ('D', 'enhanced')):
-      if key in out:
-        m = suppression.measure(pick(out[key]), x, c, untouched)
-        entry[f'residual_{name}'] = m['residual']
-        entry[f'normal_error_{name}'] = m['normal_error']
-    rec = metrics.compute_metrics(pick(out['score']), labels, pick(out['map']), masks)
-    entry['recon_source'] = src
-    entry.update({f'recon_{m}': v for m, v in rec.items()})
-    result.append(entry)
-  return result
+  entry = {'visible_threshold': suppression.VISIBLE, 'recon_source': src}
+  for name, key in (('R', 'recon'), ('D', 'enhanced')):
+    if key in out:
+      m = suppression.measure(out[key], x, c, untouched)
+      entry[f'residual_{name}'] = m['residual']
+      entry[f'normal_error_{name}'] = m['normal_error']
+  rec = metrics.compute_metrics(out['score'], labels, out['map'], masks)
+  entry.update({f'recon_{m}': v for m, v in rec.items()})
+  return entry
 
 
 def load(workdir):

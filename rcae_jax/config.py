@@ -141,7 +141,6 @@ def validate(c):
   need(0 < c.data.train_fraction <= 1, 'data.train_fraction must be in (0, 1]')
   need(0 <= c.data.val_fraction < 1, 'data.val_fraction must be in [0, 1)')
   need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
-  need(c.num_models >= 1, f'num_models={c.num_models} must be >= 1')
   for s in (1, 2, 3):
     st = c[f'stage{s}']
     need(st.steps > 0 or st.epochs > 0, f'stage{s}: steps or epochs must be > 0')

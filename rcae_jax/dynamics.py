@@ -35,8 +35,6 @@ def curves(seq, images, masks):
 def run(workdir, overrides=(), max_images=64):
   workdir = pathlib.Path(workdir)
   config, params = runinfo.load_bundle(workdir)
-  if config.num_models > 1:
-    raise config_lib.ConfigError('dynamics takes a run with num_models = 1')
   if overrides:
     config = config_lib.apply_overrides(config, overrides)
   ds = data_lib.load(config, need_test=True)
@@ -57,7 +55,7 @@ def run(workdir, overrides=(), max_images=64):
     v_images, v_masks = calibration.validation_set(config, ds.val, config.data.seed)
     v_labels = v_masks.reshape(len(v_masks), -1).any(axis=1)
     supp = calibration.suppression_of(config, params, v_images,
-                                      np.concatenate([ds.val, ds.val]), v_labels, v_masks)[0]
+                                      np.concatenate([ds.val, ds.val]), v_labels, v_masks)
     result['suppression'] = supp
     steps = result['steps']
     names = [k for k in ('R', 'D') if f'residual_{k}' in supp]

@@ -39,26 +39,17 @@ def evaluate(workdir, overrides=(), n_pictures=8):
     config = config_lib.apply_overrides(config, overrides)
   ds = data_lib.load(config, need_test=True)
   out = inference.run(config, params, ds.test)
-  k_models = config.num_models
-  scores = out['score'] if k_models > 1 else out['score'][None]
-  maps = out['map'] if k_models > 1 else out['map'][None]
-  per_model = [metrics.compute_metrics(s, ds.test_labels, m, ds.test_masks)
-               for s, m in zip(scores, maps)]
-  cat_metrics = {k: float(np.mean([pm[k] for pm in per_model])) for k in metrics.METRICS}
+  scores, maps = out['score'], out['map']
+  cat_metrics = metrics.compute_metrics(scores, ds.test_labels, maps, ds.test_masks)
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
-            'per_defect': {ds.category: per_defect(scores[0], maps[0], ds.test_labels,
+            'per_defect': {ds.category: per_defect(scores, maps, ds.test_labels,
                                                    ds.test_masks, ds.test_defects)},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum())}
   val_path = workdir / 'validation.json'  # written by train; older runs get it here
   val = (files.json.loads(val_path.read_text()) if val_path.exists() and not overrides
          else calibration.validate(workdir, config, params, ds.val, write=not overrides))
   if val:
-    per = val['metrics'] if k_models > 1 else [val['metrics']]
-    result['validation'] = {k: float(np.mean([m[k] for m in per])) for k in metrics.METRICS}
-  if k_models > 1:
-    result['per_model'] = per_model
-    result['std_over_models'] = {k: float(np.std([pm[k] for pm in per_model]))
-                                 for k in metrics.METRICS}
+    result['validation'] = val['metrics']
   eval_dir = workdir / 'eval'
   files.write_json(eval_dir / 'metrics.json', result)
   table = markdown_table(result['per_category'])
@@ -66,7 +57,7 @@ def evaluate(workdir, overrides=(), n_pictures=8):
     table += '\n\nPer defect type (normal test images + that type):\n\n' + markdown_table(
         result['per_defect'][ds.category], first='defect')
   files.atomic_write(eval_dir / 'metrics.md', table + '\n')
-  _pictures(eval_dir, config, params, ds, scores[0], maps[0], n_pictures)
+  _pictures(eval_dir, config, params, ds, scores, maps, n_pictures)
   return result
 
 
@@ -83,16 +74,8 @@ def _pictures(eval_dir, config, params, ds, scores, maps, n):
   vmax = float(np.quantile(maps, 0.999))
   figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick], maps[pick],
                    scores[pick], names, vmax=vmax)
-  one = config if config.num_models == 1 else config_lib.apply_overrides(config, ['num_models=1'])
-  seq = inference.run(one, _first_model(params, config), ds.test[pick[:4]], with_sequences=True)
+  seq = inference.run(config, params, ds.test[pick[:4]], with_sequences=True)
   for j, i in enumerate(pick[:4]):
     figures.sequence_strip(eval_dir / f'sequence_{j}.png', ds.test[i],
                            seq['recon'][:, j], seq['enhanced'][:, j] if 'enhanced' in seq else None,
                            names[j])
-
-
-def _first_model(params, config):
-  if config.num_models == 1:
-    return params
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(lambda a: a[0], params)

@@ -12,20 +12,17 @@ from rcae_jax import pipeline
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(config_json, with_sequences, num_models):
+def _compiled(config_json, with_sequences):
   config = config_lib.from_json(config_json)
-  fn = pipeline.make_inference(config, with_sequences)
-  if num_models > 1:
-    fn = jax.vmap(fn, in_axes=(0, None))
-  return jax.jit(fn)
+  return jax.jit(pipeline.make_inference(config, with_sequences))
 
 
 def infer_fn(config, with_sequences=False):
-  return _compiled(config_lib.to_json(config), with_sequences, config.num_models)
+  return _compiled(config_lib.to_json(config), with_sequences)
 
 
 def run(config, params, images, with_sequences=False, batch_size=None):
-  """images uint8 (N, H, W, C) -> dict of numpy arrays (leading K axis when K models)."""
+  """images uint8 (N, H, W, C) -> dict of numpy arrays."""
   if not len(images):
     raise ValueError('no images to run inference on')
   fn = infer_fn(config, with_sequences)
@@ -37,10 +34,10 @@ def run(config, params, images, with_sequences=False, batch_size=None):
     if n < bs:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
     out = jax.device_get(fn(params, chunk))
-    outs.append({k: np.take(v, np.arange(n), axis=_batch_axis(k, config)) for k, v in out.items()})
-  return {k: np.concatenate([o[k] for o in outs], axis=_batch_axis(k, config)) for k in outs[0]}
+    outs.append({k: np.take(v, np.arange(n), axis=_batch_axis(k)) for k, v in out.items()})
+  return {k: np.concatenate([o[k] for o in outs], axis=_batch_axis(k)) for k in outs[0]}
 
 
-def _batch_axis(key, config):
-  """'map'/'score' are batch-first; sequences are (N, B, ...); K models add a leading axis."""
-  return (1 if key in ('recon', 'enhanced') else 0) + (config.num_models > 1)
+def _batch_axis(key):
+  """'map'/'score' are batch-first; sequences are (N, B, ...)."""
+  return 1 if key in ('recon', 'enhanced') else 0

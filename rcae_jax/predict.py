@@ -40,8 +40,6 @@ def predict(workdir, inputs, out=None):
   """Writes <out>/maps/<name>.png (heatmap over the image) and <out>/scores.csv."""
   from rcae_jax import files  # pylint: disable=g-import-not-at-top
   config, params = runinfo.load_bundle(workdir)
-  if config.num_models > 1:
-    raise ValueError('predict takes a run with num_models = 1')
   out = pathlib.Path(out or pathlib.Path(workdir) / 'predict')
   paths = _expand(inputs)
   res, ch = config.data.resolution, config.data.channels

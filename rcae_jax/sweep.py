@@ -151,8 +151,8 @@ def _results(run_dir, validation_only):
   if not validation_only:
     out.update(files.json.loads((run_dir / 'eval' / 'metrics.json').read_text())['mean'])
   val = files.json.loads((run_dir / 'validation.json').read_text())
-  out.update({f'val_{k}': v for k, v in _model_mean(val['metrics']).items()})
-  supp = _model_mean(val.get('suppression', {}))
+  out.update({f'val_{k}': v for k, v in val['metrics'].items()})
+  supp = val.get('suppression', {})
   if 'border_share' in val:
     out['val_border_share'] = float(np.mean(val['border_share']))
   for name in ('R', 'D'):
@@ -164,14 +164,6 @@ def _results(run_dir, validation_only):
     out['val_recon_image_auroc'] = supp['recon_image_auroc']
     out['val_recon_pixel_auroc'] = supp['recon_pixel_auroc']
   return out
-
-
-def _model_mean(entry):
-  """validation.json holds a list of per-model dicts when K > 1: their mean."""
-  if not isinstance(entry, list):
-    return entry
-  return {k: np.mean([e[k] for e in entry], axis=0).tolist() for k in entry[0]
-          if not isinstance(entry[0][k], str)}
 
 
 def _seed_means(rows, columns):

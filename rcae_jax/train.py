@@ -89,19 +89,18 @@ def depth_of_step(config, stage, step):
   return int(np.random.default_rng((config.data.seed, 1, step)).integers(1, config.model.depth + 1))
 
 
-def make_train_step(stage, nets, config, mesh, num_models=1):
+def make_train_step(stage, nets, config, mesh):
   """-> (step, tx): step(state, frozen, batch, step_index) -> (state, metrics).
 
   The update is pure, data-parallel and jitted with the state donated. Stage 1 compiles
   once per depth n (at most N programs, chosen on the host): a traced `lax.switch` over
   depths runs ~6x slower on CPU, as every branch's residuals are kept for the backward pass.
-  With num_models = K > 1 the state and frozen params carry a leading K axis and the
-  per-model update is vmapped: K independent models in one compiled program.
+  Several seeds are several runs (`sweep --seeds`), not a vmapped axis here.
   """
   loss_fn = stage_loss(stage, nets, config)
   tx = optimizer(config[f'stage{stage}'].lr)
 
-  def one_model(state, frozen, batch, n):
+  def update(state, frozen, batch, n):
     rng = jax.random.fold_in(state['rng'], state['step'])
     x = batch['image'].astype(jnp.float32) / 255.0
     b = {'image': x, 'index': batch['index']}
@@ -115,11 +114,7 @@ def make_train_step(stage, nets, config, mesh, num_models=1):
     return new, metrics
 
   def compiled(n):
-    local = functools.partial(one_model, n=n)
-    if num_models > 1:
-      frozen_axes = {'textures': None, 'rcae': 0, 'dpn': 0}
-      local = lambda s, f, b, fn=local: jax.vmap(  # pylint: disable=g-long-lambda
-          fn, in_axes=(0, {k: frozen_axes[k] for k in f}, None))(s, f, b)
+    local = functools.partial(update, n=n)
     return jax.jit(parallel.data_parallel(local, mesh, n_replicated=2, n_sharded=1),
                    donate_argnums=(0,))
 
@@ -164,14 +159,10 @@ def _restore(mgr, abstract_state):
 
 
 def init_model_params(nets, config, stage):
-  """Initial params of the stage's network; model k of K is initialised as seed + k."""
+  """Initial params of the stage's network, from (seed, stage)."""
   res, ch = config.data.resolution, config.data.channels
-  def one(k):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + k), stage)
-    return pipeline.init_params(nets, key, (res, res, ch))[NET_OF_STAGE[stage]]
-  if config.num_models == 1:
-    return one(0)
-  return jax.tree.map(lambda *a: jnp.stack(a), *[one(k) for k in range(config.num_models)])
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stage)
+  return pipeline.init_params(nets, key, (res, res, ch))[NET_OF_STAGE[stage]]
 
 
 def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=None):
@@ -182,14 +173,9 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   nets = pipeline.networks(config)
   stage_dir = pathlib.Path(workdir) / f'stage{stage}'
   total = num_steps(config, stage, len(train_images))
-  K = config.num_models
-  step_fn, tx = make_train_step(stage, nets, config, mesh, K)
-  params = init_model_params(nets, config, stage)
-  rngs = jnp.stack([jax.random.PRNGKey(config.seed + k + 1000 * stage) for k in range(K)])
-  if K > 1:
-    state = jax.vmap(lambda p, r: init_state(p, tx, r))(params, rngs)
-  else:
-    state = init_state(params, tx, rngs[0])
+  step_fn, tx = make_train_step(stage, nets, config, mesh)
+  state = init_state(init_model_params(nets, config, stage), tx,
+                     jax.random.PRNGKey(config.seed + 1000 * stage))
   mgr = _checkpoint_manager(stage_dir / 'ckpt', config)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, parallel.replicate(state, mesh))
   restored = _restore(mgr, abstract)
@@ -209,7 +195,7 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   t0, n_img = time.perf_counter(), 0
   for step, batch in zip(range(start, end), batches):
     state, metrics = step_fn(state, frozen, batch, step)
-    n_img += config.batch_size * K
+    n_img += config.batch_size
     done = step + 1
     if done % config.log_every == 0 or done == end:
       m = jax.tree.map(lambda v: np.asarray(v).tolist(), metrics)  # the only host sync
@@ -271,7 +257,7 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   runinfo.save_bundle(workdir, params, config)
   calibration.calibrate(workdir, config, params, dataset.val)
   val = calibration.validate(workdir, config, params, dataset.val)
-  if val and jax.process_index() == 0 and config.num_models == 1:
+  if val and jax.process_index() == 0:
     print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
         f'{k} {v:.1f}' for k, v in val['metrics'].items()), flush=True)
   return params

@@ -1,4 +1,4 @@
-"""Training: losses fall, exact resume, 1 vs 4 devices, K vmapped models, the CRD localises."""
+"""Training: losses fall, exact resume, 1 vs 4 devices, the CRD localises."""
 import shutil
 
 import chex
@@ -138,19 +138,6 @@ def test_resume_after_interruption_is_exact(tmp_path, stage):
   assert finished
   assert _losses(wd, stage) == _losses(tmp_path / 'a', stage)
   chex.assert_trees_all_equal(jax.device_get(full), jax.device_get(resumed))
-
-
-def test_k_vmapped_models_equal_separate_runs(tmp_path):
-  config = _stage_config(tmp_path, 'num_models=2', 'depth_sampling=max')
-  images = data_lib.load(config).train
-  mesh = parallel.make_mesh()
-  frozen = train.frozen_inputs(1, {}, config)  # the texture bank of the restoring stage 1
-  both, _ = train.train_stage(1, config, tmp_path / 'k', images, frozen, mesh)
-  for k in range(2):
-    single = _stage_config(tmp_path, f'seed={k}', 'depth_sampling=max')
-    alone, _ = train.train_stage(1, single, tmp_path / f's{k}', images, frozen, mesh)
-    chex.assert_trees_all_close(jax.tree.map(lambda a, k=k: a[k], both), alone,
-                                rtol=1e-4, atol=1e-5)  # seen: 1.3e-6 on 1 of 4608
 
 
 def test_depth_schedule_compiles_once_per_depth(tmp_path):

@@ -76,7 +76,6 @@ def get_config():
   c.score.source = 'auto'        # auto (crd if trained, else dpn, else rcae) | crd | dpn | rcae
   c.score.threshold_quantile = 0.99  # of held-out normal scores -> decision threshold
 
-  c.num_models = 1               # K > 1: K vmapped models (seeds seed..seed+K-1)
   c.log_every = 50
   c.ckpt_every = 500
   c.eval_batch_size = 16
