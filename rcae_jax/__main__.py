@@ -97,7 +97,7 @@ def _run(args):
     print(f'done: model bundle in {args.workdir}/model' if done is not None else 'stopped')
   elif args.cmd == 'evaluate':
     from rcae_jax import evaluate  # pylint: disable=g-import-not-at-top
-    result = evaluate.evaluate(args.workdir, _data_overrides(args))
+    evaluate.evaluate(args.workdir, _data_overrides(args))
     print((pathlib.Path(args.workdir) / 'eval' / 'metrics.md').read_text())
     print(f'wrote {args.workdir}/eval/ (metrics.json, metrics.md, heatmaps.png, sequence_*.png)')
     del result

@@ -9,7 +9,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rcae_jax import config as config_lib

@@ -1,8 +1,6 @@
 """bench: every field, same hash twice, unknown steps refused."""
 import json
 
-import pytest
-
 from conftest import ROOT
 from rcae_jax import __main__ as cli
 

@@ -3,8 +3,6 @@
 The standard split (DifferNet): the MT_Free images named in differnet_train_split.txt train;
 the other MT_Free images and every defective image test. Defect type = class name.
 """
-import pathlib
-
 from rcae_jax.data.common import DataError, Sample, require_dir
 
 CLASSES = ('Blowhole', 'Break', 'Crack', 'Fray', 'Uneven')

@@ -9,7 +9,6 @@ Iterate mode: R_n = AE(R_{n-1}), R_0 = x, with AE a full encode-decode pass of
 `iterate_levels` steps; a fixed-shape recursion that runs in `jax.lax.scan`.
 """
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from rcae_jax.models import layers
