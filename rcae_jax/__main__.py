@@ -100,7 +100,6 @@ def _run(args):
     evaluate.evaluate(args.workdir, _data_overrides(args))
     print((pathlib.Path(args.workdir) / 'eval' / 'metrics.md').read_text())
     print(f'wrote {args.workdir}/eval/ (metrics.json, metrics.md, heatmaps.png, sequence_*.png)')
-    del result
   elif args.cmd == 'predict':
     from rcae_jax import predict  # pylint: disable=g-import-not-at-top
     predict.predict(args.workdir, args.inputs, args.out)
