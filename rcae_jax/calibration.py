@@ -44,25 +44,28 @@ def validation_set(config, val_images, seed=0):
   return images, masks
 
 
+BORDER_PX = 8  # "near the border" for border_share
+
+
 def validate(workdir, config, params, val_images, write=True):
   """The test metrics on `validation_set`, the per-depth suppression of the planted defects
   (`rcae_jax.suppression`) and the border share of normal maxima -> validation.json."""
   if not len(val_images):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
-  out = inference.run(config, params, images)
   labels = masks.reshape(len(masks), -1).any(axis=1)
+  supp, rec_out = suppression_of(config, params, images,
+                                 np.concatenate([val_images, val_images]), labels, masks)
+  # without a CRD the configured score is the reconstruction's: one inference serves both
+  same = config_lib.score_source(config) == supp['recon_source']
+  out = rec_out if same else inference.run(config, params, images)
   info = {'n_images': len(images),
           'metrics': metrics.compute_metrics(out['score'], labels, out['map'], masks),
-          'suppression': suppression_of(config, params, images,
-                                        np.concatenate([val_images, val_images]), labels, masks),
+          'suppression': supp,
           'border_share': border_share(out['map'][~labels]), 'border_px': BORDER_PX}
   if write:
     files.write_json(pathlib.Path(workdir) / 'validation.json', info)
   return info
-
-
-BORDER_PX = 8
 
 
 def border_share(normal_maps, width=BORDER_PX):
@@ -84,8 +87,9 @@ def recon_source(config):
 
 
 def suppression_of(config, params, images, clean, labels, masks):
-  """Residual/normal error of R_n (and D_n) per depth, and the validation metrics of the
-  reconstruction-error map alone (the paper's "+RcAE"/"+DPN" detectors)."""
+  """-> (suppression, inference output): residual/normal error of R_n (and D_n) per depth,
+  and the validation metrics of the reconstruction-error map alone (the paper's
+  "+RcAE"/"+DPN" detectors); the output has the sequences, map and score it came from."""
   src = recon_source(config)
   rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
   out = inference.run(rec_cfg, params, images, with_sequences=True)
@@ -100,7 +104,7 @@ def suppression_of(config, params, images, clean, labels, masks):
       entry[f'normal_error_{name}'] = m['normal_error']
   rec = metrics.compute_metrics(out['score'], labels, out['map'], masks)
   entry.update({f'recon_{m}': v for m, v in rec.items()})
-  return entry
+  return entry, out
 
 
 def load(workdir):

@@ -32,6 +32,22 @@ def curves(seq, images, masks):
             'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
 
 
+def _suppression(workdir, config, params, val_images, overrides):
+  """The run's validation suppression (validation.json, written by train), measured afresh
+  only for runs that predate it or under overridden settings."""
+  path = workdir / 'validation.json'
+  if path.exists() and not overrides:
+    saved = files.json.loads(path.read_text()).get('suppression')
+    if saved:
+      return saved
+  if not len(val_images):
+    return None
+  images, masks = calibration.validation_set(config, val_images, config.data.seed)
+  labels = masks.reshape(len(masks), -1).any(axis=1)
+  return calibration.suppression_of(config, params, images,
+                                    np.concatenate([val_images, val_images]), labels, masks)[0]
+
+
 def run(workdir, overrides=(), max_images=64):
   workdir = pathlib.Path(workdir)
   config, params = runinfo.load_bundle(workdir)
@@ -51,11 +67,8 @@ def run(workdir, overrides=(), max_images=64):
   if 'enhanced' in out:
     result['D'] = curves(out['enhanced'], x, masks)
   out_dir = workdir / 'dynamics'
-  if len(ds.val):  # planted defects on held-out normals, where the clean truth is known
-    v_images, v_masks = calibration.validation_set(config, ds.val, config.data.seed)
-    v_labels = v_masks.reshape(len(v_masks), -1).any(axis=1)
-    supp = calibration.suppression_of(config, params, v_images,
-                                      np.concatenate([ds.val, ds.val]), v_labels, v_masks)
+  supp = _suppression(workdir, config, params, ds.val, overrides)
+  if supp:  # planted defects on held-out normals, where the clean truth is known
     result['suppression'] = supp
     steps = result['steps']
     names = [k for k in ('R', 'D') if f'residual_{k}' in supp]

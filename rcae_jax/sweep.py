@@ -17,7 +17,6 @@ from rcae_jax import data as data_lib
 from rcae_jax import evaluate, figures, files, metrics, train
 
 
-
 def load_preset(name):
   """-> {'config': path, 'variants': [(name, [overrides])], 'title': str}."""
   sweeps = config_lib.experiments_dir() / 'sweeps'

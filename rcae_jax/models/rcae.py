@@ -128,5 +128,5 @@ def from_config(config):
   m = config.model
   return RcAE(out_channels=config.data.channels, features=m.features, depth=m.depth,
               recursion=m.recursion, iterate_levels=m.iterate_levels, shared=m.shared,
-              skips=m.skips, skip_from=m.get('skip_from', 1), groups=m.groups, dtype=layers.dtype_of(m.dtype),
-              padding=layers.padding_of(config))
+              skips=m.skips, skip_from=m.get('skip_from', 1), groups=m.groups,
+              dtype=layers.dtype_of(m.dtype), padding=layers.padding_of(config))
