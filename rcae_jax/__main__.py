@@ -79,10 +79,11 @@ def main(argv=None):
   # Imports after parsing: --help stays instant and errors come before JAX starts.
   from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from rcae_jax import runinfo  # pylint: disable=g-import-not-at-top
+  from rcae_jax import checkpoints, files  # pylint: disable=g-import-not-at-top
   try:
     return _run(args)
-  except (config_lib.ConfigError, data_lib.DataError, runinfo.BundleError) as e:
+  except (config_lib.ConfigError, data_lib.DataError, checkpoints.BundleError,
+          files.CorruptFileError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
 
@@ -114,8 +115,10 @@ def _run(args):
     sweep.run(args.preset, args.workdir, _data_overrides(args) + args.set, args.categories,
               args.config, validation_only=args.validation_only, seeds=args.seeds)
   elif args.cmd == 'dynamics':
-    from rcae_jax import dynamics  # pylint: disable=g-import-not-at-top
-    dynamics.run(args.workdir, _data_overrides(args), args.max_images)
+    from rcae_jax import evaluators  # pylint: disable=g-import-not-at-top
+    ctx = evaluators.Context.of_run(args.workdir, _data_overrides(args),
+                                    max_images=args.max_images)
+    evaluators.run(evaluators.DYNAMICS, ctx)
   return 0
 
 

@@ -1,7 +1,7 @@
 """Reproducible jitted benchmarks -> JSON: compile time, step time, FLOPs, memory, output hash.
 
-Every step is the code training and evaluation run: train steps from train.make_train_step,
-inference from inference.infer_fn (the one inference path).
+Every step is the code training and evaluation run: the programs of `train.train_step`,
+and `inference.compiled` (the one inference path, over the same mesh).
 """
 import hashlib
 import itertools
@@ -12,8 +12,9 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, parallel, pipeline, runinfo, train
-from rcae_jax.data import pipeline as input_pipeline
+from rcae_jax import files, inference, parallel, runinfo, train
+from rcae_jax import model as model_lib
+from rcae_jax.data import batches
 from rcae_jax.models import layers
 
 STEPS = ('train1', 'train2', 'train3', 'infer', 'input')
@@ -93,50 +94,38 @@ def _images(config, n, seed=0):
 
 
 def bench_train(stage, config, mesh, iters):
-  nets = pipeline.networks(config)
-  step, tx = train.make_train_step(stage, nets, config, mesh)
-  n = config.model.depth if stage == 1 else 0  # stage 1 timed at its deepest, costliest n
+  step = train.train_step(stage, config, mesh)
+  n = config.model.depth if stage == 1 else None  # stage 1 timed at its deepest, costliest n
   program = step.program(n)
-  res = config.data.resolution
-  params = pipeline.init_params(nets, jax.random.PRNGKey(config.seed), (res, res, config.data.channels))
+  params = step.model.init_all(jax.random.PRNGKey(config.seed))
   frozen = parallel.replicate(train.frozen_inputs(stage, params, config), mesh)
-  state = parallel.replicate(
-      train.init_state(params[train.NET_OF_STAGE[stage]], tx, jax.random.PRNGKey(1)), mesh)
+  state = parallel.replicate(step.init_state(), mesh)
   batch = parallel.shard_batch(
-      input_pipeline.host_batch(_images(config, 2 * config.batch_size), config.batch_size, 0, 0), mesh)
+      batches.host_batch(_images(config, 2 * config.batch_size), config.batch_size, 0, 0), mesh)
   lowered = program.lower(state, frozen, batch)
   t0 = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   times, (state, metrics) = _time(compiled, (state, frozen, batch), iters, carry_state=True)
   return compile_s, times, (lowered, compiled), _hash(metrics), layers.count_params(
-      params[train.NET_OF_STAGE[stage]])
+      params[step.net])
 
 
 def bench_infer(config, mesh, iters):
-  nets = pipeline.networks(config)
-  res = config.data.resolution
-  params = pipeline.init_params(nets, jax.random.PRNGKey(config.seed), (res, res, config.data.channels))
+  params = model_lib.from_config(config).init_all(jax.random.PRNGKey(config.seed))
   params = parallel.replicate(params, mesh)
-  fn = jax.jit(pipeline.make_inference(config),
-               in_shardings=(parallel.NamedSharding(mesh, parallel.P()),
-                             parallel.NamedSharding(mesh, parallel.P(parallel.AXIS))))
   x = parallel.shard_batch(_images(config, config.batch_size), mesh)
-  lowered = fn.lower(params, x)
+  lowered = inference.compiled(config, mesh).lower(params, x)
   t0 = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   times, out = _time(compiled, (params, x), iters, carry_state=False)
-  # the same numbers through the path evaluate/predict use:
-  ref = inference.run(config, jax.device_get(params), _images(config, config.batch_size),
-                      batch_size=config.batch_size)
-  np.testing.assert_allclose(np.asarray(out['score']), ref['score'], rtol=1e-4, atol=1e-6)
   return compile_s, times, (lowered, compiled), _hash(out['score']), layers.count_params(params)
 
 
 def bench_input(config, mesh, iters):
   images = _images(config, 64)
-  gen = input_pipeline.prefetch_to_device(images, config.batch_size, 0, 0, iters + 1, mesh)
+  gen = batches.prefetch_to_device(images, config.batch_size, 0, 0, iters + 1, mesh)
   jax.block_until_ready(next(gen))
   times = []
   for batch in gen:
@@ -146,7 +135,7 @@ def bench_input(config, mesh, iters):
   t0 = time.perf_counter()
   for s in range(iters):
     jax.block_until_ready(parallel.shard_batch(
-        input_pipeline.host_batch(images, config.batch_size, 0, s), mesh))
+        batches.host_batch(images, config.batch_size, 0, s), mesh))
   unprefetched = (time.perf_counter() - t0) / iters
   return times, unprefetched
 

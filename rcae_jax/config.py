@@ -7,6 +7,8 @@ import sys
 
 import ml_collections
 
+from rcae_jax import files
+
 
 class ConfigError(ValueError):
   """A config file, key or value the platform refuses; the message names it."""
@@ -177,8 +179,50 @@ def to_json(config):
 
 
 def from_json(text):
+  return from_dict(json.loads(text))
+
+
+def from_dict(d):
+  """A config from its JSON form (lists back to tuples)."""
   def tuples(node):
     if isinstance(node, dict):
       return {k: tuples(v) for k, v in node.items()}
     return tuple(node) if isinstance(node, list) else node
-  return ml_collections.ConfigDict(tuples(json.loads(text)))
+  return ml_collections.ConfigDict(tuples(d))
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+  return out
+
+
+def flat(config):
+  """{'model.depth': 5, ...} as a run's config.json stores it (lists for tuples)."""
+  return _flatten(json.loads(to_json(config)))
+
+
+def _trained_anything(workdir):
+  """Whether any stage of the run in workdir saved a checkpoint step."""
+  return any(p.is_dir() and p.name.isdigit()
+             for p in pathlib.Path(workdir).glob('stage*/ckpt/*'))
+
+
+def check_workdir(workdir, config):
+  """Resuming a workdir trained with another config would mix two experiments: refuse.
+  A workdir whose run never saved a step holds nothing to protect: accept, and say so."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    return
+  old = _flatten(files.read_json(path))
+  new = flat(config)
+  diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  if diff and not _trained_anything(workdir):
+    print(f'{workdir}: no training step was saved under the old config; starting afresh with '
+          f'the new one (changed: {", ".join(diff[:6])})', flush=True)
+    return
+  if diff:
+    raise ConfigError(
+        f'{workdir} holds a run with a different config ({", ".join(diff[:6])}'
+        f'{" ..." if len(diff) > 6 else ""}); use a new --workdir or the same config')

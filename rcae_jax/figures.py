@@ -1,11 +1,14 @@
 """Pictures a person would rather see than read: heatmaps, recursion strips, curves."""
-import pathlib
+import io
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
+from PIL import Image
+
+from rcae_jax import files
 
 
 def _show(ax, img, title=None, **kw):
@@ -21,13 +24,26 @@ def _show(ax, img, title=None, **kw):
 
 
 def _save(fig, path):
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.stem}.tmp.png')
-  fig.savefig(tmp, dpi=110, bbox_inches='tight')
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
   plt.close(fig)
-  tmp.replace(path)
+  files.atomic_write(path, buf.getvalue())
   return path
+
+
+def overlay(image, amap, vmax):
+  """The anomaly map in 'jet' blended half and half over the image: uint8 (H, W, 3)."""
+  image = np.asarray(image)
+  rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+  heat = matplotlib.colormaps['jet'](np.clip(np.asarray(amap) / max(vmax, 1e-12), 0, 1))
+  return ((0.5 * rgb / 255.0 + 0.5 * heat[..., :3]) * 255).astype(np.uint8)
+
+
+def overlay_png(image, amap, vmax):
+  """`overlay` as PNG bytes (predict's per-image maps)."""
+  buf = io.BytesIO()
+  Image.fromarray(overlay(image, amap, vmax)).save(buf, format='PNG')
+  return buf.getvalue()
 
 
 def heatmaps(path, images, masks, maps, scores, titles, vmax=None):
@@ -38,9 +54,7 @@ def heatmaps(path, images, masks, maps, scores, titles, vmax=None):
   for i in range(n):
     _show(axes[i, 0], images[i], titles[i])
     _show(axes[i, 1], masks[i], 'ground truth', cmap='gray', vmin=0, vmax=1)
-    _show(axes[i, 2], images[i])
-    axes[i, 2].imshow(maps[i], cmap='jet', alpha=0.5, vmin=0, vmax=vmax)
-    axes[i, 2].set_title(f'map, score {scores[i]:.3g}', fontsize=7)
+    _show(axes[i, 2], overlay(images[i], maps[i], vmax), f'map, score {scores[i]:.3g}')
   return _save(fig, path)
 
 

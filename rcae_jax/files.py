@@ -3,16 +3,34 @@ import json
 import os
 import pathlib
 
+from rcae_jax import faults
+
+
+class CorruptFileError(ValueError):
+  """A file the platform wrote earlier can no longer be read; the message names it."""
+
 
 def atomic_write(path, data):
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  # one fixed temporary name: a write cut by a kill leaves a file the re-run overwrites
+  tmp = path.with_name(f'.{path.name}.tmp')
   with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
+  faults.point(f'write:{path.name}')
   os.replace(tmp, path)
+
+
+def read_json(path):
+  """A JSON file this platform wrote; a clear error naming it if it is not valid JSON."""
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptFileError(f'{path}: not valid JSON ({e}); it was damaged after it was '
+                           'written: delete it and re-run the command that writes it') from e
 
 
 def write_json(path, obj):

@@ -1,32 +1,85 @@
-"""Batched, jitted application of `pipeline.make_inference` to host arrays.
+"""The one inference path: images -> smoothed anomaly maps and image scores.
 
-Fixed-size batches (the last one padded) so a whole test set compiles once.
+`make_inference` is the pure function; `compiled` jits it over a device mesh (params
+replicated, the batch split over the devices, as in training); `run` applies it to host
+arrays in fixed-size batches (the last one padded) so a whole test set compiles once.
+`evaluate`, `predict`, the evaluators, `dynamics` and `bench` all go through here.
 """
 import functools
 
+import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import pipeline
+from rcae_jax import model as model_lib
+from rcae_jax import ops, parallel
+
+SEQUENCES = ('recon', 'enhanced')  # outputs laid out (N, B, ...); the rest are batch-first
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled(config_json, with_sequences):
-  config = config_lib.from_json(config_json)
-  return jax.jit(pipeline.make_inference(config, with_sequences))
+def smoothing_sigma(config):
+  """score.sigma is given in pixels at 256² (HFR's 4) and scales with the resolution."""
+  return config.score.sigma * config.data.resolution / 256
 
 
-def infer_fn(config, with_sequences=False):
-  return _compiled(config_lib.to_json(config), with_sequences)
+def image_score(smoothed_map, config):
+  flat = smoothed_map.reshape(smoothed_map.shape[0], -1)
+  if config.score.image == 'max':
+    return flat.max(axis=1)
+  return jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0].mean(axis=1)
 
 
-def run(config, params, images, with_sequences=False, batch_size=None):
-  """images uint8 (N, H, W, C) -> dict of numpy arrays."""
+def make_inference(config, with_sequences=False):
+  """-> infer(params, images), images float (B, H, W, C) in [0, 1] or uint8.
+
+  Returns {'map': (B, H, W) smoothed anomaly map, 'score': (B,)} and, with_sequences,
+  'recon' (N, B, H, W, C) and 'enhanced' (N, B, H, W, C) when the DPN is used.
+  """
+  model = model_lib.from_config(config)
+  source = config_lib.score_source(config)
+
+  def infer(params, images):
+    chex.assert_shape(images, (None,) + model.image_shape)
+    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+    raw, out = model.raw_map(params, x, source, config.grad_weight, with_sequences)
+    smoothed = ops.gaussian_blur(raw, smoothing_sigma(config))
+    return {**out, 'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
+
+  return infer
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(config_json, with_sequences, mesh):
+  fn = make_inference(config_lib.from_json(config_json), with_sequences)
+  return jax.jit(fn, in_shardings=(parallel.NamedSharding(mesh, parallel.P()),
+                                   parallel.NamedSharding(mesh, parallel.P(parallel.AXIS))))
+
+
+def compiled(config, mesh, with_sequences=False):
+  """The jitted inference over `mesh` (cached per config, mode and mesh)."""
+  return _compiled(config_lib.to_json(config), with_sequences, mesh)
+
+
+def default_mesh():
+  """Every device this process drives: evaluation is data-parallel like training."""
+  return parallel.make_mesh(jax.local_devices())
+
+
+def run(config, params, images, with_sequences=False, batch_size=None, mesh=None):
+  """images uint8 (N, H, W, C) -> dict of numpy arrays (see `make_inference`).
+
+  The batch is config.eval_batch_size (or batch_size) rounded up to a multiple of the
+  mesh's devices; results do not depend on it beyond float rounding.
+  """
   if not len(images):
     raise ValueError('no images to run inference on')
-  fn = infer_fn(config, with_sequences)
-  bs = batch_size or config.eval_batch_size
+  mesh = mesh or default_mesh()
+  fn = compiled(config, mesh, with_sequences)
+  n_dev = mesh.devices.size
+  bs = -(-(batch_size or config.eval_batch_size) // n_dev) * n_dev
+  params = parallel.replicate(params, mesh)
   outs = []
   for start in range(0, len(images), bs):
     chunk = images[start:start + bs]
@@ -39,5 +92,4 @@ def run(config, params, images, with_sequences=False, batch_size=None):
 
 
 def _batch_axis(key):
-  """'map'/'score' are batch-first; sequences are (N, B, ...)."""
-  return 1 if key in ('recon', 'enhanced') else 0
+  return 1 if key in SEQUENCES else 0

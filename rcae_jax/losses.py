@@ -1,8 +1,10 @@
-"""The three training losses of DESIGN.md §1: intensity + gradient terms."""
+"""The training losses of DESIGN.md §1 (intensity + gradient terms) and each stage's
+objective built from them."""
 import chex
+import jax
 import jax.numpy as jnp
 
-from rcae_jax import ops
+from rcae_jax import anomalies, ops
 
 
 def l1_with_gradient(target, pred, grad_weight=1.0):
@@ -54,3 +56,50 @@ def bce_with_gradient(target, pred, grad_weight=1.0, eps=1e-6):
   p = jnp.clip(pred, eps, 1 - eps)
   bce = -jnp.mean(target * jnp.log(p) + (1 - target) * jnp.log(1 - p))
   return bce + grad_weight * jnp.mean(jnp.square(ops.sobel(target) - ops.sobel(pred)))
+
+
+def stage_objective(stage, model, config, n=None):
+  """-> objective(params, frozen, batch, rng) -> (loss, metrics) on one device's examples.
+
+  params are the stage's network's; frozen holds the earlier stages' params and the texture
+  bank (`train.frozen_inputs`); batch = {'image': float (b, H, W, C), 'index': (b,)}.
+  Stage 1 trains R_n at the static depth n (one program per n).
+  """
+  gw = config.grad_weight
+
+  def restoration(stage_config, target, pred, mask):
+    if stage_config.get('region_weight', 0.0):
+      return region_balanced_l1(target, pred, mask, stage_config.region_weight, gw)
+    return l1_with_gradient(target, pred, gw)
+
+  def pair(stage_config, frozen, batch, rng):
+    return anomalies.restoration_pair(jax.random.fold_in(rng, 2), batch['image'],
+                                      batch['index'], frozen.get('textures'), config,
+                                      stage_config)
+
+  def stage1(params, frozen, batch, rng):
+    x, target, mask = pair(config.stage1, frozen, batch, rng)
+    return restoration(config.stage1, target, model.at_depth(params, x, n), mask), {}
+
+  def stage2(params, frozen, batch, rng):
+    x, target, mask = pair(config.stage2, frozen, batch, rng)
+    seq = jax.lax.stop_gradient(model.sequence(frozen['rcae'], x))
+    enh = model.enhance(params, seq, x)  # every D_n against the same clean target
+    tile = lambda a: jnp.broadcast_to(a, (enh.shape[0],) + a.shape).reshape(
+        (-1,) + a.shape[1:])
+    return restoration(config.stage2, tile(target), enh.reshape((-1,) + x.shape[1:]),
+                       tile(mask)), {}
+
+  def stage3(params, frozen, batch, rng):
+    corrupted, mask = anomalies.synthesize_batch(
+        jax.random.fold_in(rng, 1), batch['image'], batch['index'], frozen['textures'], config)
+    seq = model.sequence(frozen['rcae'], corrupted)
+    enh = jax.lax.stop_gradient(model.enhance(frozen['dpn'], seq, corrupted))
+    pred = model.crd_map(params, enh, corrupted)
+    if config.model.crd_loss == 'l2':
+      return l2_with_gradient(mask, pred, gw), {}
+    return bce_with_gradient(mask, pred, config.model.crd_grad_weight), {}
+
+  if stage == 1 and n is None:
+    raise ValueError('the stage-1 objective needs its recursion depth n')
+  return {1: stage1, 2: stage2, 3: stage3}[stage]

@@ -4,9 +4,9 @@ import io
 import pathlib
 
 import numpy as np
-from PIL import Image
 
-from rcae_jax import calibration, inference, runinfo
+from rcae_jax import checkpoints, figures, files, inference
+from rcae_jax.evaluators import threshold as threshold_lib
 from rcae_jax.data import common
 
 
@@ -26,31 +26,20 @@ def _expand(inputs):
   return paths
 
 
-def _heatmap_png(image, amap, vmax):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
-  heat = matplotlib.colormaps['jet'](np.clip(amap / max(vmax, 1e-12), 0, 1))[..., :3]
-  blend = (0.5 * rgb / 255.0 + 0.5 * heat) * 255
-  buf = io.BytesIO()
-  Image.fromarray(blend.astype(np.uint8)).save(buf, format='PNG')
-  return buf.getvalue()
-
-
 def predict(workdir, inputs, out=None):
   """Writes <out>/maps/<name>.png (heatmap over the image) and <out>/scores.csv."""
-  from rcae_jax import files  # pylint: disable=g-import-not-at-top
-  config, params = runinfo.load_bundle(workdir)
+  config, params = checkpoints.load_bundle(workdir)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'predict')
   paths = _expand(inputs)
   res, ch = config.data.resolution, config.data.channels
   images = np.stack([common.read_image(p, res, ch) for p in paths])
   result = inference.run(config, params, images)
-  threshold = calibration.load(workdir)['threshold']
+  threshold = threshold_lib.load(workdir)['threshold']
   vmax = threshold if threshold else float(result['map'].max())
   rows = []
   for path, img, amap, score in zip(paths, images, result['map'], result['score']):
     name = pathlib.Path(path).stem
-    files.atomic_write(out / 'maps' / f'{name}.png', _heatmap_png(img, amap, vmax))
+    files.atomic_write(out / 'maps' / f'{name}.png', figures.overlay_png(img, amap, vmax))
     decision = ('unknown' if threshold is None else
                 'anomalous' if score > threshold else 'normal')
     rows.append({'image': path, 'score': f'{score:.6g}', 'threshold':

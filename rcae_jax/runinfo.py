@@ -1,4 +1,4 @@
-"""What a run leaves next to its results: resolved config, environment, model bundle."""
+"""What a run leaves next to its results: the resolved config and the environment."""
 import importlib.metadata
 import os
 import pathlib
@@ -6,7 +6,6 @@ import platform
 import sys
 
 import jax
-import orbax.checkpoint as ocp
 
 from rcae_jax import config as config_lib
 from rcae_jax import files
@@ -38,28 +37,3 @@ def write_run_files(workdir, config, mesh=None):
   workdir = pathlib.Path(workdir)
   files.atomic_write(workdir / 'config.json', config_lib.to_json(config))
   files.write_json(workdir / 'env.json', environment(mesh))
-
-
-def save_bundle(workdir, params, config):
-  """<workdir>/model: params of every trained net (Orbax; written to a temp dir, renamed)."""
-  path = pathlib.Path(workdir).absolute() / 'model'
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(path / 'params', params, force=True)
-    ckpt.wait_until_finished()
-  files.atomic_write(path / 'config.json', config_lib.to_json(config))
-
-
-class BundleError(FileNotFoundError):
-  pass
-
-
-def load_bundle(workdir):
-  """-> (config, params) of a finished run."""
-  path = pathlib.Path(workdir).absolute() / 'model'
-  if not (path / 'config.json').exists():
-    raise BundleError(f'{workdir}: no finished model (expected {path}/); train it first with '
-                      f'python -m rcae_jax train --workdir {workdir}')
-  config = config_lib.from_json((path / 'config.json').read_text())
-  with ocp.StandardCheckpointer() as ckpt:
-    params = ckpt.restore(path / 'params')
-  return config, params

@@ -14,7 +14,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax import evaluate, figures, files, metrics, train
+from rcae_jax import evaluate, figures, files, metrics, tables, train
 
 
 def load_preset(name):
@@ -101,10 +101,10 @@ def _reuse_stages(run_dir, config, donors):
   """Copies stage1..k of the finished donor run that shares the most leading stages."""
   if (run_dir / 'stage1').exists():
     return ''  # started earlier: resume it as it is
-  mine = train.flat_config(config)
+  mine = config_lib.flat(config)
   best, best_k = None, 0
   for donor in donors:
-    theirs = train.flat_config(config_lib.from_json((donor / 'config.json').read_text()))
+    theirs = config_lib.flat(config_lib.from_dict(files.read_json(donor / 'config.json')))
     k = 0
     for stage in config.stages:
       if stage not in theirs['stages'] or not _same_for_stage(mine, theirs, stage):
@@ -148,8 +148,8 @@ def _results(run_dir, validation_only):
   """Test means (unless validation_only) and the validation columns of one finished run."""
   out = {}
   if not validation_only:
-    out.update(files.json.loads((run_dir / 'eval' / 'metrics.json').read_text())['mean'])
-  val = files.json.loads((run_dir / 'validation.json').read_text())
+    out.update(files.read_json(run_dir / 'eval' / 'metrics.json')['mean'])
+  val = files.read_json(run_dir / 'validation.json')
   out.update({f'val_{k}': v for k, v in val['metrics'].items()})
   supp = val.get('suppression', {})
   if 'border_share' in val:
@@ -211,13 +211,7 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
   variants = list(dict.fromkeys(r['variant'] for r in rows))
   n_seeds = len({r['seed'] for r in rows})
   spread = ' (mean ± std over seeds)' if n_seeds > 1 else ''
-  lines = [f'# {preset["title"]}', '',
-           f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
-           f'categories{spread}; {n_seeds} seed(s).', '',
-           '| variant | ' + ' | '.join(cats) + ' | mean I-AUROC | mean P-AUROC | mean AUPRO | '
-           'mean F1-max | mean P-AP |',
-           '|---|' + '---|' * (len(cats) + 5)]
-  means, supp_lines = {}, []
+  means, main_rows, supp_rows = {}, [], []
   for v in variants:
     mine = [r for r in rows if r['variant'] == v]
     cells = []
@@ -228,17 +222,20 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
                    if per_seed else 'failed')
     by_seed = _seed_means(mine, metrics.METRICS + SUPPRESSION_COLUMNS)
     means[v] = {m: float(np.mean(x)) for m, x in by_seed.items()}
-    cells += [_cell(by_seed.get(m, [])) for m in metrics.METRICS]
-    lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
-    supp_lines.append(f'| {v} | ' + ' | '.join(
-        _cell(by_seed.get(m, []), scale=1 if 'auroc' in m else 100)
-        for m in SUPPRESSION_COLUMNS) + ' |')
-  lines += ['', 'Suppression of planted defects on validation (residual = share of the defect '
-            'still in the reconstruction, %; normal error = mean |R − x| on normal pixels, '
-            '% of the range; recon = the reconstruction-error map alone as the detector):', '',
-            '| variant | residual R_1 | residual R_N | residual D_N | normal error R_N | '
-            'normal error D_N | recon val I-AUROC | recon val P-AUROC |',
-            '|---|' + '---|' * len(SUPPRESSION_COLUMNS)] + supp_lines
+    main_rows.append([v, *cells, *[_cell(by_seed.get(m, [])) for m in metrics.METRICS]])
+    supp_rows.append([v, *[_cell(by_seed.get(m, []), scale=1 if 'auroc' in m else 100)
+                           for m in SUPPRESSION_COLUMNS]])
+  lines = [f'# {preset["title"]}', '',
+           f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
+           f'categories{spread}; {n_seeds} seed(s).', '',
+           tables.markdown(['variant', *cats, 'mean I-AUROC', 'mean P-AUROC', 'mean AUPRO',
+                            'mean F1-max', 'mean P-AP'], main_rows), '',
+           'Suppression of planted defects on validation (residual = share of the defect '
+           'still in the reconstruction, %; normal error = mean |R − x| on normal pixels, '
+           '% of the range; recon = the reconstruction-error map alone as the detector):', '',
+           tables.markdown(['variant', 'residual R_1', 'residual R_N', 'residual D_N',
+                            'normal error R_N', 'normal error D_N', 'recon val I-AUROC',
+                            'recon val P-AUROC'], supp_rows)]
   failed = [r for r in rows if r['status'].startswith('failed')]
   if failed:
     lines += ['', 'Failed runs:'] + [f'- {r["variant"]} / {r["category"]}: {r["status"]}'

@@ -1,12 +1,13 @@
-"""The three training stages: pure, jitted, data-parallel steps and one loop that runs them.
+"""The three training stages: a jitted, data-parallel step per stage and one loop that runs
+them in order, resuming each from its checkpoint.
 
-Stage 1 trains the RcAE on normal images at a random depth n per batch; stage 2 trains the
-DPN with the RcAE frozen; stage 3 trains the CRD on pseudo-anomalies with both frozen.
-A step is `step(state, frozen, batch) -> (state, metrics)`; its RNG is
-fold_in(state['rng'], state['step']), so the state alone says where a run is.
+Stage 1 trains the RcAE at a depth n drawn per step; stage 2 trains the DPN with the RcAE
+frozen; stage 3 trains the CRD on pseudo-anomalies with both frozen (objectives:
+`losses.stage_objective`). A step is `step(state, frozen, batch, step_index) -> (state,
+metrics)`; its RNG is fold_in(state['rng'], state['step']), so the state alone says where a
+run is, and the batch of a step is a function of (seed, step) alone (`data.batches`).
 """
 import functools
-import json
 import math
 import pathlib
 import time
@@ -15,119 +16,91 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 
-from rcae_jax import anomalies, calibration, files, losses, parallel, pipeline, runinfo
+from rcae_jax import anomalies, checkpoints, evaluators, faults, files, losses, parallel
+from rcae_jax import runinfo
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax.data import pipeline as input_pipeline
-
-NET_OF_STAGE = {1: 'rcae', 2: 'dpn', 3: 'crd'}
-
-
-def stage_loss(stage, nets, config):
-  """loss(params, frozen, batch, rng, n) -> (loss, metrics) for one device's examples.
-
-  n is the static recursion depth trained this step (stage 1; ignored by stages 2, 3).
-  """
-  gw = config.grad_weight
-
-  def restoration_loss(stage_config, target, pred, mask):
-    if stage_config.get('region_weight', 0.0):
-      return losses.region_balanced_l1(target, pred, mask, stage_config.region_weight, gw)
-    return losses.l1_with_gradient(target, pred, gw)
-
-  def stage1(params, frozen, batch, rng, n):
-    x, target, mask = anomalies.restoration_pair(
-        jax.random.fold_in(rng, 2), batch['image'], batch['index'], frozen.get('textures'),
-        config, config.stage1)
-    recon = pipeline.rcae_at_depth(nets, params, x, n)
-    return restoration_loss(config.stage1, target, recon, mask), {}
-
-  def stage2(params, frozen, batch, rng, n):
-    del n
-    x, target, mask = anomalies.restoration_pair(
-        jax.random.fold_in(rng, 2), batch['image'], batch['index'], frozen.get('textures'),
-        config, config.stage2)
-    seq = jax.lax.stop_gradient(pipeline.rcae_sequence(nets, frozen['rcae'], x))
-    enh = pipeline.enhance(nets, params, seq, x)
-    tile = lambda a: jnp.broadcast_to(a, (enh.shape[0],) + a.shape).reshape(
-        (-1,) + a.shape[1:])
-    return restoration_loss(config.stage2, tile(target), enh.reshape((-1,) + x.shape[1:]),
-                            tile(mask)), {}
-
-  def stage3(params, frozen, batch, rng, n):
-    del n
-    corrupted, mask = anomalies.synthesize_batch(
-        jax.random.fold_in(rng, 1), batch['image'], batch['index'], frozen['textures'], config)
-    seq = pipeline.rcae_sequence(nets, frozen['rcae'], corrupted)
-    enh = jax.lax.stop_gradient(pipeline.enhance(nets, frozen['dpn'], seq, corrupted))
-    pred = pipeline.crd_map(nets, params, enh, corrupted)
-    if config.model.crd_loss == 'l2':
-      return losses.l2_with_gradient(mask, pred, gw), {}
-    return losses.bce_with_gradient(mask, pred, config.model.crd_grad_weight), {}
-
-  return {1: stage1, 2: stage2, 3: stage3}[stage]
+from rcae_jax import model as model_lib
+from rcae_jax.data import batches as batches_lib
 
 
 def optimizer(lr):
   return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
-def init_state(params, tx, rng):
-  return {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0), 'rng': rng}
-
-
 def depth_of_step(config, stage, step):
   """The recursion depth n of a step: U{1..N} (or N), a function of (seed, step) alone, so
-  every device and host draws the same n and a resumed run draws the same sequence."""
+  every device and host draws the same n and a resumed run draws the same sequence.
+  Stages 2 and 3 have no depth (None)."""
   if stage != 1:
-    return 0
+    return None
   if config.depth_sampling == 'max':
     return config.model.depth
   return int(np.random.default_rng((config.data.seed, 1, step)).integers(1, config.model.depth + 1))
 
 
-def make_train_step(stage, nets, config, mesh):
-  """-> (step, tx): step(state, frozen, batch, step_index) -> (state, metrics).
-
-  The update is pure, data-parallel and jitted with the state donated. Stage 1 compiles
-  once per depth n (at most N programs, chosen on the host): a traced `lax.switch` over
-  depths runs ~6x slower on CPU, as every branch's residuals are kept for the backward pass.
-  Several seeds are several runs (`sweep --seeds`), not a vmapped axis here.
+class TrainStep:
+  """One stage's update, pure and data-parallel: grads pmean-ed over the mesh's 'data' axis,
+  the state donated. Stage 1 compiles one program per depth n (at most N, chosen on the
+  host): a traced `lax.switch` over depths ran ~6x slower on CPU, as every branch's
+  residuals are kept for the backward pass. Programs are cached on the object, and objects
+  per (stage, config, mesh) by `train_step`, so a resumed or repeated stage compiles nothing.
   """
-  loss_fn = stage_loss(stage, nets, config)
-  tx = optimizer(config[f'stage{stage}'].lr)
 
-  def update(state, frozen, batch, n):
+  def __init__(self, stage, config, mesh):
+    self.stage, self.config, self.mesh = stage, config, mesh
+    self.model = model_lib.from_config(config)
+    self.net = model_lib.STAGE_NET[stage]
+    self.tx = optimizer(config[f'stage{stage}'].lr)
+    self._programs = {}
+
+  def init_state(self):
+    """The stage's fresh state: its network's initial params (from (seed, stage)), Adam's
+    state, step 0 and the stage's RNG key."""
+    c = self.config
+    params = self.model.init_for_stage(self.stage, c.seed)
+    return {'params': params, 'opt_state': self.tx.init(params), 'step': jnp.int32(0),
+            'rng': jax.random.PRNGKey(c.seed + 1000 * self.stage)}
+
+  def _update(self, state, frozen, batch, objective):
     rng = jax.random.fold_in(state['rng'], state['step'])
-    x = batch['image'].astype(jnp.float32) / 255.0
-    b = {'image': x, 'index': batch['index']}
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'], frozen, b, rng, n)
+    b = {'image': batch['image'].astype(jnp.float32) / 255.0, 'index': batch['index']}
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
+        state['params'], frozen, b, rng)
     grads = jax.lax.pmean(grads, parallel.AXIS)
     metrics = jax.lax.pmean(dict(metrics, loss=loss), parallel.AXIS)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    new = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
-           'step': state['step'] + 1, 'rng': state['rng']}
-    return new, metrics
+    updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
+    return {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
+            'step': state['step'] + 1, 'rng': state['rng']}, metrics
 
-  def compiled(n):
-    local = functools.partial(update, n=n)
-    return jax.jit(parallel.data_parallel(local, mesh, n_replicated=2, n_sharded=1),
-                   donate_argnums=(0,))
+  def program(self, n=None):
+    """The jitted program of depth n (stage 1) or of the stage: (state, frozen, batch)."""
+    if n not in self._programs:
+      objective = losses.stage_objective(self.stage, self.model, self.config, n)
+      local = functools.partial(self._update, objective=objective)
+      self._programs[n] = jax.jit(
+          parallel.data_parallel(local, self.mesh, n_replicated=2, n_sharded=1),
+          donate_argnums=(0,))
+    return self._programs[n]
 
-  programs = {}
+  @property
+  def programs(self):
+    return dict(self._programs)
 
-  def step(state, frozen, batch, step_index):
-    n = depth_of_step(config, stage, step_index)
-    if n not in programs:
-      programs[n] = compiled(n)
-    return programs[n](state, frozen, batch)
+  def __call__(self, state, frozen, batch, step_index):
+    return self.program(depth_of_step(self.config, self.stage, step_index))(state, frozen, batch)
 
-  step.program = compiled  # the jitted program of one depth n (bench lowers it directly)
-  return step, tx
+
+@functools.lru_cache(maxsize=16)
+def _train_step(stage, config_json, mesh):
+  return TrainStep(stage, config_lib.from_json(config_json), mesh)
+
+
+def train_step(stage, config, mesh):
+  """The stage's TrainStep (cached per stage, config and mesh)."""
+  return _train_step(stage, config_lib.to_json(config), mesh)
 
 
 def num_steps(config, stage, n_train):
@@ -135,51 +108,19 @@ def num_steps(config, stage, n_train):
   return st.steps or max(1, math.ceil(st.epochs * n_train / config.batch_size))
 
 
-def _checkpoint_manager(path, config):
-  return ocp.CheckpointManager(
-      pathlib.Path(path).absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                           save_interval_steps=1))
-
-
-def _save(mgr, state, stage):
-  step = int(state['step'].reshape(-1)[0]) if state['step'].ndim else int(state['step'])
-  mgr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step})), force=True)
-
-
-def _restore(mgr, abstract_state):
-  step = mgr.latest_step()
-  if step is None:
-    return None
-  out = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  return out['state']
-
-
-def init_model_params(nets, config, stage):
-  """Initial params of the stage's network, from (seed, stage)."""
-  res, ch = config.data.resolution, config.data.channels
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stage)
-  return pipeline.init_params(nets, key, (res, res, ch))[NET_OF_STAGE[stage]]
-
-
 def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=None):
-  """Trains one stage (resuming from its checkpoint); returns the trained params.
+  """Trains one stage (resuming from its checkpoint) -> (params, finished).
 
   max_steps stops early (as a kill would) without marking the stage finished; tests use it.
   """
-  nets = pipeline.networks(config)
   stage_dir = pathlib.Path(workdir) / f'stage{stage}'
   total = num_steps(config, stage, len(train_images))
-  step_fn, tx = make_train_step(stage, nets, config, mesh)
-  state = init_state(init_model_params(nets, config, stage), tx,
-                     jax.random.PRNGKey(config.seed + 1000 * stage))
-  mgr = _checkpoint_manager(stage_dir / 'ckpt', config)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, parallel.replicate(state, mesh))
-  restored = _restore(mgr, abstract)
-  state = parallel.replicate(restored if restored is not None else state, mesh)
+  step_fn = train_step(stage, config, mesh)
+  state = parallel.replicate(step_fn.init_state(), mesh)
+  mgr = checkpoints.manager(stage_dir / 'ckpt')
+  restored = checkpoints.restore(mgr, like=state)
+  if restored is not None:
+    state = restored
   start = int(np.asarray(state['step']).reshape(-1)[0])
   log_path = stage_dir / 'metrics.jsonl'
   is_main = jax.process_index() == 0
@@ -188,10 +129,10 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
     files.truncate_jsonl(log_path, start)
   end = total if max_steps is None else min(total, max_steps)
   frozen = parallel.replicate(frozen, mesh)
-  bar = tqdm.tqdm(total=total, initial=start, desc=f'stage {stage} ({NET_OF_STAGE[stage]})',
+  bar = tqdm.tqdm(total=total, initial=start, desc=f'stage {stage} ({step_fn.net})',
                   disable=not is_main, mininterval=1.0, dynamic_ncols=True)
-  batches = input_pipeline.prefetch_to_device(train_images, config.batch_size, config.data.seed,
-                                              start, end, mesh)
+  batches = batches_lib.prefetch_to_device(train_images, config.batch_size, config.data.seed,
+                                           start, end, mesh)
   t0, n_img = time.perf_counter(), 0
   for step, batch in zip(range(start, end), batches):
     state, metrics = step_fn(state, frozen, batch, step)
@@ -206,8 +147,9 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
       loss = np.mean(m['loss'])
       bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{n_img / dt:.1f}')
       t0, n_img = time.perf_counter(), 0
+    faults.point(f'stage{stage}:step{done}')
     if done % config.ckpt_every == 0 or done == end:
-      _save(mgr, state, stage)
+      checkpoints.save(mgr, state, stage)
     bar.update(1)
   bar.close()
   mgr.wait_until_finished()
@@ -238,7 +180,7 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   workdir = pathlib.Path(workdir)
   mesh = mesh or parallel.make_mesh()
   parallel.local_batch_size(config.batch_size, mesh)
-  _refuse_other_config(workdir, config)
+  config_lib.check_workdir(workdir, config)
   dataset = dataset or data_lib.load(config)
   runinfo.write_run_files(workdir, config, mesh)  # after the data loaded: a failed start
   # leaves no config.json behind to refuse the corrected command
@@ -249,51 +191,12 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   params = {}
   for stage in config.stages:
     frozen = frozen_inputs(stage, params, config)
-    params[NET_OF_STAGE[stage]], finished = train_stage(
+    params[model_lib.STAGE_NET[stage]], finished = train_stage(
         stage, config, workdir, dataset.train, frozen, mesh, max_steps)
     if not finished:
       return None  # stopped early, as an interrupted run would be
+    faults.point(f'after-stage{stage}')
   params = jax.device_get(params)
-  runinfo.save_bundle(workdir, params, config)
-  calibration.calibrate(workdir, config, params, dataset.val)
-  val = calibration.validate(workdir, config, params, dataset.val)
-  if val and jax.process_index() == 0:
-    print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
-        f'{k} {v:.1f}' for k, v in val['metrics'].items()), flush=True)
+  checkpoints.save_bundle(workdir, params, config)
+  evaluators.run(evaluators.AFTER_TRAINING, evaluators.Context(workdir, config, params, dataset))
   return params
-
-
-def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
-  return out
-
-
-def flat_config(config):
-  """{'model.depth': 5, ...} as the run's config.json stores it (lists for tuples)."""
-  return _flatten(json.loads(config_lib.to_json(config)))
-
-
-def _trained_anything(workdir):
-  """Whether any stage of the run in workdir saved a checkpoint step."""
-  return any(p.is_dir() and p.name.isdigit()
-             for p in pathlib.Path(workdir).glob('stage*/ckpt/*'))
-
-
-def _refuse_other_config(workdir, config):
-  """Resuming a workdir trained with another config would mix two experiments: refuse."""
-  path = pathlib.Path(workdir) / 'config.json'
-  if not path.exists():
-    return
-  old = _flatten(json.loads(path.read_text()))
-  new = flat_config(config)
-  diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-  if diff and not _trained_anything(workdir):
-    print(f'{workdir}: no training step was saved under the old config; starting afresh with '
-          f'the new one (changed: {", ".join(diff[:6])})', flush=True)
-    return
-  if diff:
-    raise config_lib.ConfigError(
-        f'{workdir} holds a run with a different config ({", ".join(diff[:6])}'
-        f'{" ..." if len(diff) > 6 else ""}); use a new --workdir or the same config')

@@ -1,9 +1,18 @@
-"""Four virtual CPU devices for every test (set before JAX starts), shared tiny fixtures."""
+"""Four virtual CPU devices for every test (set before JAX starts), shared tiny fixtures.
+
+The environment is inherited by the CLI subprocesses some tests start. A persistent XLA
+compilation cache, fresh for each session, lets a program compiled once (in a fixture, or by
+a killed subprocess) be loaded instead of compiled again: most of the suite's time is
+compilation of the same few programs.
+"""
 import os
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='rcae_xla_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 import pathlib  # noqa: E402
 import sys  # noqa: E402

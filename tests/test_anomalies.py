@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from rcae_jax import anomalies, calibration
+from rcae_jax import anomalies
+from rcae_jax.evaluators import validation
 
 
 @pytest.fixture(scope='module')
@@ -39,8 +40,8 @@ def test_regions_are_larger_than_scratches(images):
 def test_validation_set_is_fixed_and_half_anomalous(tmp_path):
   config = tiny_config(tmp_path, 'data.resolution=32')
   val = (np.random.default_rng(0).random((6, 32, 32, 3)) * 255).astype(np.uint8)
-  images, masks = calibration.validation_set(config, val)
-  again, _ = calibration.validation_set(config, val)
+  images, masks = validation.validation_set(config, val)
+  again, _ = validation.validation_set(config, val)
   np.testing.assert_array_equal(images, again)
   assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
   np.testing.assert_array_equal(images[:6], val)

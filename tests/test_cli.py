@@ -1,14 +1,16 @@
 """The commands a user runs: train/evaluate/predict through the CLI, and clear refusals."""
 import csv
-import os
 import json
+import os
+import shutil
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import ROOT
 from rcae_jax import __main__ as cli
-from rcae_jax import inference, metrics, runinfo
+from rcae_jax import checkpoints, evaluate, inference, metrics, parallel
 from rcae_jax import data as data_lib
 
 
@@ -25,20 +27,27 @@ def test_evaluate_writes_metrics_tables_and_pictures(trained_run, capsys):
     assert (trained_run / 'eval' / name).stat().st_size > 0
 
 
-def test_one_inference_path(trained_run):
-  """evaluate's scores are exactly what inference.run (predict, bench) gives."""
-  config, params = runinfo.load_bundle(trained_run)
+def test_one_inference_path(trained_run, tmp_path):
+  """evaluate's metrics are exactly those of inference.run's scores and maps (the path
+  predict and bench use), on one device or four, in any batch size."""
+  config, params = checkpoints.load_bundle(trained_run)
   ds = data_lib.load(config, need_test=True)
-  scores = inference.run(config, params, ds.test)['score']
-  again = inference.run(config, params, ds.test, batch_size=5)['score']
-  np.testing.assert_allclose(scores, again, rtol=1e-5, atol=1e-7)
-  m = metrics.compute_metrics(scores, ds.test_labels, inference.run(config, params, ds.test)['map'],
-                              ds.test_masks)
-  assert m['image_auroc'] == pytest.approx(metrics.auroc(scores, ds.test_labels) * 100)
+  out = inference.run(config, params, ds.test)
+  expected = metrics.compute_metrics(out['score'], ds.test_labels, out['map'], ds.test_masks)
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns('eval', 'stage*'))
+  result = evaluate.evaluate(run)
+  assert result['mean'] == expected
+  assert json.loads((run / 'eval' / 'metrics.json').read_text())['mean'] == expected
+  one = inference.run(config, params, ds.test, batch_size=5,
+                      mesh=parallel.make_mesh(jax.devices()[:1]))
+  assert jax.device_count() == 4
+  np.testing.assert_allclose(one['score'], out['score'], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(one['map'], out['map'], rtol=1e-5, atol=1e-6)
 
 
 def test_predict_writes_maps_and_decisions(trained_run, tmp_path):
-  config, params = runinfo.load_bundle(trained_run)
+  config, params = checkpoints.load_bundle(trained_run)
   ds = data_lib.load(config, need_test=True)
   folder = ds.test_names[0].rsplit('/', 1)[0]
   assert cli.main(['predict', '--workdir', str(trained_run), folder, '--out', str(tmp_path)]) == 0

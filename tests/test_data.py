@@ -4,9 +4,10 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
+from rcae_jax import parallel
 from rcae_jax import data as data_lib
 from rcae_jax.data import DataError
-from rcae_jax.data import pipeline as input_pipeline
+from rcae_jax.data import batches
 
 
 def _img(path, size=(32, 32), mode='RGB', value=None, seed=0):
@@ -111,9 +112,21 @@ def test_train_fraction_and_val_are_disjoint(tmp_path):
 
 
 def test_batches_are_a_function_of_step():
-  a = input_pipeline.batch_indices(10, 4, 0, 7)
-  assert (a == input_pipeline.batch_indices(10, 4, 0, 7)).all()
-  epoch = np.concatenate([input_pipeline.batch_indices(10, 5, 0, s) for s in range(2)])
+  """Step 7 of batch 4 over 10 images holds stream positions 28..31: the last two of epoch
+  2's permutation and the first two of epoch 3's (computed here independently)."""
+  perm = lambda epoch: np.random.default_rng((0, epoch)).permutation(10)
+  expected = np.concatenate([perm(2)[8:10], perm(3)[0:2]])
+  np.testing.assert_array_equal(batches.batch_indices(10, 4, 0, 7), expected)
+  assert not np.array_equal(perm(2), perm(3))
+  mesh = parallel.make_mesh()
+  images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
+  full = [np.asarray(b['image'])[:, 0, 0, 0]
+          for b in batches.prefetch_to_device(images, 4, 0, 0, 9, mesh)]
+  resumed = [np.asarray(b['image'])[:, 0, 0, 0]
+             for b in batches.prefetch_to_device(images, 4, 0, 5, 9, mesh)]
+  np.testing.assert_array_equal(full[7], expected)
+  np.testing.assert_array_equal(np.stack(full[5:]), np.stack(resumed))  # resume = same stream
+  epoch = np.concatenate([batches.batch_indices(10, 5, 0, s) for s in range(2)])
   assert sorted(epoch.tolist()) == list(range(10))  # each epoch visits every image once
 
 

@@ -8,7 +8,8 @@ import pytest
 from scipy import ndimage
 
 from conftest import tiny_config
-from rcae_jax import ops, pipeline
+from rcae_jax import inference, ops
+from rcae_jax import model as model_lib
 from rcae_jax.models import crd, layers
 
 
@@ -20,9 +21,8 @@ def x():
 @pytest.mark.parametrize('recursion', ['depth', 'iterate'])
 def test_shapes(tmp_path, x, recursion):
   config = tiny_config(tmp_path, f'model.recursion={recursion}')
-  nets = pipeline.networks(config)
-  params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))
-  out = pipeline.make_inference(config, with_sequences=True)(params, x)
+  params = model_lib.from_config(config).init_all(jax.random.PRNGKey(0))
+  out = inference.make_inference(config, with_sequences=True)(params, x)
   n = config.model.depth
   chex.assert_shape(out['recon'], (n, 2, 16, 16, 3))
   chex.assert_shape(out['enhanced'], (n, 2, 16, 16, 3))
@@ -33,29 +33,28 @@ def test_shapes(tmp_path, x, recursion):
 
 def test_batched_depth_sequence_equals_each_depth(tmp_path, x):
   config = tiny_config(tmp_path)
-  nets = pipeline.networks(config)
-  p = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
-  seq = pipeline.rcae_sequence(nets, p, x)
+  model = model_lib.from_config(config)
+  p = model.init('rcae', jax.random.PRNGKey(0))
+  seq = model.sequence(p, x)
   for n in range(1, config.model.depth + 1):
-    np.testing.assert_allclose(seq[n - 1], pipeline.rcae_at_depth(nets, p, x, n), atol=1e-5)
+    np.testing.assert_allclose(seq[n - 1], model.at_depth(p, x, n), atol=1e-5)
 
 
 def test_iterate_scan_equals_python_loop(tmp_path, x):
   config = tiny_config(tmp_path, 'model.recursion=iterate')
-  nets = pipeline.networks(config)
-  p = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
-  seq = jax.jit(lambda p, x: pipeline.rcae_sequence(nets, p, x))(p, x)
+  model = model_lib.from_config(config)
+  p = model.init('rcae', jax.random.PRNGKey(0))
+  seq = jax.jit(model.sequence)(p, x)
   r = x
   for n in range(config.model.depth):
-    r = nets.rcae.apply(p, r, method='autoencode')
+    r = model.rcae.apply(p, r, method='autoencode')
     np.testing.assert_allclose(seq[n], r, atol=1e-5)
-    np.testing.assert_allclose(pipeline.rcae_at_depth(nets, p, x, n + 1), r, atol=1e-5)
+    np.testing.assert_allclose(model.at_depth(p, x, n + 1), r, atol=1e-5)
 
 
 def _rcae_count(tmp_path, *ov):
   config = tiny_config(tmp_path, 'data.resolution=64', *ov)
-  nets = pipeline.networks(config)
-  return layers.count_params(pipeline.init_params(nets, jax.random.PRNGKey(0), (64, 64, 3))['rcae'])
+  return layers.count_params(model_lib.from_config(config).init('rcae', jax.random.PRNGKey(0)))
 
 
 def test_shared_params_independent_of_depth_unshared_grow(tmp_path):
@@ -106,9 +105,8 @@ def test_reflect_padding_has_no_border_response(tmp_path):
   for padding in ('reflect', 'zeros'):
     config = tiny_config(tmp_path, f'model.padding={padding}', 'score.sigma=0.0',
                          'model.groups=0')
-    nets = pipeline.networks(config)
-    params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))
-    out = pipeline.make_inference(config, with_sequences=True)(params, x)
+    params = model_lib.from_config(config).init_all(jax.random.PRNGKey(0))
+    out = inference.make_inference(config, with_sequences=True)(params, x)
     flat[padding] = [float(jnp.ptp(out['recon'], axis=(2, 3)).max()),  # over (h, w)
                      float(jnp.ptp(out['map'], axis=(1, 2)).max())]
     flat[padding + '_tree'] = jax.tree.structure(params)

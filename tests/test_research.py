@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from conftest import ROOT
-from rcae_jax import dynamics, sweep
+from rcae_jax import evaluators, sweep
+from rcae_jax.evaluators import dynamics
 
 
 def _tiny_preset(tmp_path, extra_variant=None):
@@ -52,7 +53,9 @@ def test_every_preset_expands_to_valid_configs():
 
 
 def test_dynamics_curves_and_files(trained_run):
-  result = dynamics.run(trained_run, max_images=8)
+  ctx = evaluators.Context.of_run(trained_run, max_images=8)
+  result = evaluators.run(evaluators.DYNAMICS, ctx)['dynamics']
+  assert result['n_images'] == 8
   n = result['depth']
   assert len(result['R']['error_anomalous']) == n and len(result['R']['change_ratio']) == n - 1
   assert len(result['D']['error_normal']) == n

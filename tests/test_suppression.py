@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import tiny_config
-from rcae_jax import anomalies, calibration, files, losses, pipeline, suppression
+from rcae_jax import anomalies, files, losses, suppression
+from rcae_jax import model as model_lib
+from rcae_jax.evaluators import validation
 
 
 def _pair():
@@ -88,9 +90,9 @@ def test_skip_from_cuts_the_full_resolution_skip(tmp_path):
   x = jax.random.uniform(jax.random.PRNGKey(1), (1, 16, 16, 3))
   for skip_from, cut in ((1, False), (2, True)):
     config = tiny_config(tmp_path, f'model.skip_from={skip_from}')
-    nets = pipeline.networks(config)
-    params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
-    grads = jax.grad(lambda p: pipeline.rcae_at_depth(nets, p, x, 1).sum())(params)
+    model = model_lib.from_config(config)
+    params = model.init('rcae', jax.random.PRNGKey(0))
+    grads = jax.grad(lambda p: model.at_depth(p, x, 1).sum())(params)
     kernel = grads['params']['dec_0']['ConvNormAct_1']['Conv_0']['kernel']
     skip_part = jnp.abs(kernel[:, :, config.model.features:]).max()
     assert (float(skip_part) == 0.0) == cut, (skip_from, float(skip_part))
@@ -100,5 +102,5 @@ def test_border_share_counts_maxima_near_the_edge():
   maps = np.zeros((4, 32, 32))
   maps[0, 2, 16] = maps[1, 16, 30] = 1.0  # within 8 px of an edge
   maps[2, 16, 16] = maps[3, 8, 8] = 1.0   # inside (8 px in is no longer "within 8 px")
-  assert calibration.border_share(maps) == 0.5
-  assert calibration.border_share(maps[:2], width=1) == 0.0
+  assert validation.border_share(maps) == 0.5
+  assert validation.border_share(maps[:2], width=1) == 0.0

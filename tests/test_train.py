@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from rcae_jax import anomalies, files, inference, metrics, parallel, pipeline, runinfo, train
+from rcae_jax import anomalies, checkpoints, files, inference, losses, metrics, parallel, train
+from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-
-STAGE_NETS = {1: 'rcae', 2: 'dpn', 3: 'crd'}
+from rcae_jax import model as model_lib
 
 
 def _losses(workdir, stage):
@@ -21,20 +21,19 @@ def _losses(workdir, stage):
 def test_each_stage_lowers_its_loss(trained_run):
   """Each stage's loss on one fixed batch and key: trained params beat the initial ones.
   (The logged per-step losses depend on which pseudo-anomalies each step drew.)"""
-  config, params = runinfo.load_bundle(trained_run)
+  config, params = checkpoints.load_bundle(trained_run)
   images = data_lib.load(config).train[:8]
   batch = {'image': jnp.asarray(images, jnp.float32) / 255.0, 'index': jnp.arange(8)}
-  nets = pipeline.networks(config)
+  model = model_lib.from_config(config)
   key = jax.random.PRNGKey(3)
   for stage in (1, 2, 3):
     assert len(_losses(trained_run, stage)) >= 3
-    loss_fn = train.stage_loss(stage, nets, config)
+    loss_fn = losses.stage_objective(stage, model, config, n=config.model.depth)
     frozen = train.frozen_inputs(stage, params, config)
-    n = config.model.depth
-    at = lambda p, s=stage, f=frozen: float(np.mean([loss_fn(p, f, batch, jax.random.fold_in(
-        key, i), n)[0] for i in range(4)]))
-    before = at(train.init_model_params(nets, config, stage))
-    after = at(params[STAGE_NETS[stage]])
+    at = lambda p, f=frozen, fn=loss_fn: float(np.mean([fn(p, f, batch, jax.random.fold_in(
+        key, i))[0] for i in range(4)]))
+    before = at(model.init_for_stage(stage, config.seed))
+    after = at(params[model_lib.STAGE_NET[stage]])
     # the DPN starts as the identity (D_n = R_n), so its first steps gain little
     assert after < (0.99 if stage == 2 else 0.9) * before, (stage, before, after)
 
@@ -55,7 +54,7 @@ def test_crd_localises_its_own_pseudo_anomalies(tmp_path):
                        'stage1.steps=15', 'stage2.steps=5', 'stage3.steps=200', 'stage3.lr=5e-3',
                        'model.crd_features=16', 'log_every=50', 'score.sigma=0.0')
   train.train(config, tmp_path / 'run')
-  config, params = runinfo.load_bundle(tmp_path / 'run')
+  config, params = checkpoints.load_bundle(tmp_path / 'run')
   ds = data_lib.load(config)
   x = jnp.asarray(np.concatenate([ds.val, ds.train[:24]]), jnp.float32) / 255
   bank = jnp.asarray(anomalies.texture_bank(32, 3, seed=7))
@@ -72,8 +71,7 @@ def _stage_config(tmp_path, *ov):
 
 
 def _frozen(config, stage):
-  nets = pipeline.networks(config)
-  params = pipeline.init_params(nets, jax.random.PRNGKey(5), (16, 16, 3))
+  params = model_lib.from_config(config).init_all(jax.random.PRNGKey(5))
   return train.frozen_inputs(stage, params, config)
 
 
@@ -141,19 +139,22 @@ def test_resume_after_interruption_is_exact(tmp_path, stage):
 
 
 def test_depth_schedule_compiles_once_per_depth(tmp_path):
-  config = _stage_config(tmp_path, 'stage1.steps=12', 'model.depth=3')
-  depths = {train.depth_of_step(config, 1, s) for s in range(12)}
-  assert depths == {1, 2, 3}
-  assert all(train.depth_of_step(config, 1, s) == train.depth_of_step(config, 1, s)
-             for s in range(12))
-  nets = pipeline.networks(config)
-  traced = chex.assert_max_traces(fn=lambda p, x, n: pipeline.rcae_at_depth(nets, p, x, n),
-                                  n=config.model.depth)
-  fn = jax.jit(traced, static_argnums=2)
-  params = pipeline.init_params(nets, jax.random.PRNGKey(0), (16, 16, 3))['rcae']
-  x = jnp.zeros((2, 16, 16, 3))
-  for s in range(12):
-    fn(params, x, train.depth_of_step(config, 1, s))
+  """Twelve stage-1 steps over depths {1, 2, 3} build three programs, each compiled once;
+  running the stage again (a resume, a sweep's next variant) compiles nothing."""
+  config = _stage_config(tmp_path, 'stage1.steps=12', 'model.depth=3', 'ckpt_every=100')
+  depths = [train.depth_of_step(config, 1, s) for s in range(12)]
+  assert set(depths) == {1, 2, 3}
+  other = config_lib.apply_overrides(config, ['data.seed=1'])
+  assert depths != [train.depth_of_step(other, 1, s) for s in range(12)]  # seed-dependent
+  images = data_lib.load(config).train
+  mesh = parallel.make_mesh()
+  train.train_stage(1, config, tmp_path / 'a', images, _frozen(config, 1), mesh)
+  step = train.train_step(1, config, mesh)
+  assert sorted(step.programs) == [1, 2, 3]
+  assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
+  train.train_stage(1, config, tmp_path / 'b', images, _frozen(config, 1), mesh)
+  assert train.train_step(1, config, mesh) is step
+  assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
 
 
 def test_validation_scores_held_out_pseudo_anomalies(trained_run):

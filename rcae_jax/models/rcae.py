@@ -7,8 +7,12 @@ sequence costs N calls of D instead of N(N+1)/2.
 
 Iterate mode: R_n = AE(R_{n-1}), R_0 = x, with AE a full encode-decode pass of
 `iterate_levels` steps; a fixed-shape recursion that runs in `jax.lax.scan`.
+
+`sequence` and `at_depth` (the functions at the end) are the recursion in both modes, as pure
+functions of (module, params, x): everything else calls them.
 """
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rcae_jax.models import layers
@@ -107,8 +111,7 @@ class RcAE(nn.Module):
     return self._head(z)
 
   def sequence(self, x):
-    """R_1 ... R_N stacked: (N, B, H, W, C_out) (depth mode; iterate mode scans
-    `autoencode` in rcae_jax.pipeline, outside the module, as a pure function)."""
+    """R_1 ... R_N stacked: (N, B, H, W, C_out), depth mode (iterate mode: `sequence` below)."""
     b = x.shape[0]
     hs = self.encode_prefix(x, self.depth)
     z = None  # depths N..level+1 still decoding, stacked along the batch axis
@@ -122,6 +125,22 @@ class RcAE(nn.Module):
 
   def __call__(self, x):
     return self.sequence(x) if self.recursion == 'depth' else self.autoencode(x)
+
+
+def sequence(module, params, x):
+  """R_1 ... R_N: (N, B, H, W, C). Iterate mode scans the shared AE pass: R_n = AE(R_{n-1})."""
+  if module.recursion == 'depth':
+    return module.apply(params, x, method='sequence')
+  step = lambda r, _: (module.apply(params, r, method='autoencode'),) * 2
+  return jax.lax.scan(step, x.astype(jnp.float32), None, length=module.depth)[1]
+
+
+def at_depth(module, params, x, n):
+  """R_n for a static depth n in 1..N (what stage 1 trains): only the n levels it needs."""
+  if module.recursion == 'iterate':
+    step = lambda r, _: (module.apply(params, r, method='autoencode'), None)
+    return jax.lax.scan(step, x.astype(jnp.float32), None, length=n)[0]
+  return module.apply(params, x, n, method='reconstruct')
 
 
 def from_config(config):

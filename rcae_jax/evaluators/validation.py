@@ -1,28 +1,14 @@
-"""What the held-out normal training images are for (never test labels): the decision
-threshold, and a validation score for model selection on pseudo-anomalies."""
-import pathlib
+"""Validation for model selection, from held-out normal training images only: the test
+metrics on those images plus a pseudo-anomalous copy of each, how much of each planted
+defect survives in R_n and D_n (`rcae_jax.suppression`), and where normal maps peak."""
 
 import jax
 import numpy as np
 
-from rcae_jax import anomalies, files, inference, metrics, suppression
+from rcae_jax import anomalies, files, metrics, suppression
 from rcae_jax import config as config_lib
 
-
-def calibrate(workdir, config, params, val_images):
-  """Writes <workdir>/calibration.json: threshold = quantile of held-out normal scores."""
-  path = pathlib.Path(workdir) / 'calibration.json'
-  if not len(val_images):
-    files.write_json(path, {'threshold': None, 'n_val': 0,
-                            'why': 'data.val_fraction = 0: no held-out normal images'})
-    return None
-  scores = inference.run(config, params, val_images)['score']
-  q = config.score.threshold_quantile
-  info = {'threshold': np.quantile(scores, q, axis=-1).tolist(), 'quantile': q,
-          'n_val': len(val_images), 'val_score_mean': scores.mean(axis=-1).tolist(),
-          'val_score_std': scores.std(axis=-1).tolist(), 'val_score_max': scores.max(axis=-1).tolist()}
-  files.write_json(path, info)
-  return info
+BORDER_PX = 8  # "near the border" for border_share
 
 
 def validation_set(config, val_images, seed=0):
@@ -44,27 +30,30 @@ def validation_set(config, val_images, seed=0):
   return images, masks
 
 
-BORDER_PX = 8  # "near the border" for border_share
-
-
-def validate(workdir, config, params, val_images, write=True):
-  """The test metrics on `validation_set`, the per-depth suppression of the planted defects
-  (`rcae_jax.suppression`) and the border share of normal maxima -> validation.json."""
+def run(ctx):
+  """-> validation.json's content: {'n_images', 'metrics', 'suppression', 'border_share',
+  'border_px'}; None without held-out images. Reads the saved file when ctx.reuse_saved."""
+  path = ctx.workdir / 'validation.json'
+  if ctx.reuse_saved and path.exists():
+    return files.read_json(path)
+  val_images, config = ctx.dataset.val, ctx.config
   if not len(val_images):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
   labels = masks.reshape(len(masks), -1).any(axis=1)
-  supp, rec_out = suppression_of(config, params, images,
-                                 np.concatenate([val_images, val_images]), labels, masks)
+  clean = np.concatenate([val_images, val_images])
+  supp, rec_cfg = suppression_of(ctx, images, clean, labels, masks)
   # without a CRD the configured score is the reconstruction's: one inference serves both
-  same = config_lib.score_source(config) == supp['recon_source']
-  out = rec_out if same else inference.run(config, params, images)
+  same = config_lib.to_json(rec_cfg) == config_lib.to_json(config)
+  out = ctx.infer('val+planted', images, rec_cfg if same else config, with_sequences=same)
   info = {'n_images': len(images),
           'metrics': metrics.compute_metrics(out['score'], labels, out['map'], masks),
           'suppression': supp,
           'border_share': border_share(out['map'][~labels]), 'border_px': BORDER_PX}
-  if write:
-    files.write_json(pathlib.Path(workdir) / 'validation.json', info)
+  if ctx.write and ctx.is_main:
+    files.write_json(path, info)
+    print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
+        f'{k} {v:.1f}' for k, v in info['metrics'].items()), flush=True)
   return info
 
 
@@ -86,13 +75,15 @@ def recon_source(config):
   return 'dpn' if 2 in config.stages else 'rcae'
 
 
-def suppression_of(config, params, images, clean, labels, masks):
-  """-> (suppression, inference output): residual/normal error of R_n (and D_n) per depth,
-  and the validation metrics of the reconstruction-error map alone (the paper's
-  "+RcAE"/"+DPN" detectors); the output has the sequences, map and score it came from."""
-  src = recon_source(config)
-  rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
-  out = inference.run(rec_cfg, params, images, with_sequences=True)
+def suppression_of(ctx, images, clean, labels, masks):
+  """-> (suppression, the config scoring the reconstruction): residual and normal error of
+  R_n (and D_n) per depth, and the validation metrics of the reconstruction-error map alone
+  (the paper's "+RcAE"/"+DPN" detectors)."""
+  src = recon_source(ctx.config)
+  rec_cfg = config_lib.apply_overrides(ctx.config, [f'score.source={src}'])
+  if config_lib.score_source(ctx.config) == src:
+    rec_cfg = ctx.config  # the same computation: share its memoised inference
+  out = ctx.infer('val+planted', images, rec_cfg, with_sequences=True)
   x = images.astype(np.float32) / 255.0
   c = clean.astype(np.float32) / 255.0
   untouched = (images == clean).all(-1)
@@ -104,9 +95,4 @@ def suppression_of(config, params, images, clean, labels, masks):
       entry[f'normal_error_{name}'] = m['normal_error']
   rec = metrics.compute_metrics(out['score'], labels, out['map'], masks)
   entry.update({f'recon_{m}': v for m, v in rec.items()})
-  return entry, out
-
-
-def load(workdir):
-  path = pathlib.Path(workdir) / 'calibration.json'
-  return files.json.loads(path.read_text()) if path.exists() else {'threshold': None}
+  return entry, rec_cfg

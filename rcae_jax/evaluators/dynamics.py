@@ -5,13 +5,10 @@ keep changing. We measure, per step n, the mean reconstruction error |R_n - x| a
 change |R_{n+1} - R_n| over defect pixels and over normal pixels (of all test images), and
 their ratio anomalous / normal: a ratio above 1 that stays above 1 supports the claim.
 """
-import pathlib
-
 import numpy as np
 
-from rcae_jax import config as config_lib
-from rcae_jax import data as data_lib
-from rcae_jax import calibration, figures, files, inference, runinfo
+from rcae_jax import figures, files
+from rcae_jax.evaluators import validation
 
 
 def _region_means(per_pixel, masks):
@@ -32,34 +29,17 @@ def curves(seq, images, masks):
             'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
 
 
-def _suppression(workdir, config, params, val_images, overrides):
-  """The run's validation suppression (validation.json, written by train), measured afresh
-  only for runs that predate it or under overridden settings."""
-  path = workdir / 'validation.json'
-  if path.exists() and not overrides:
-    saved = files.json.loads(path.read_text()).get('suppression')
-    if saved:
-      return saved
-  if not len(val_images):
-    return None
-  images, masks = calibration.validation_set(config, val_images, config.data.seed)
-  labels = masks.reshape(len(masks), -1).any(axis=1)
-  return calibration.suppression_of(config, params, images,
-                                    np.concatenate([val_images, val_images]), labels, masks)[0]
-
-
-def run(workdir, overrides=(), max_images=64):
-  workdir = pathlib.Path(workdir)
-  config, params = runinfo.load_bundle(workdir)
-  if overrides:
-    config = config_lib.apply_overrides(config, overrides)
-  ds = data_lib.load(config, need_test=True)
+def run(ctx):
+  """Curves over the test images (up to options['max_images']) and the validation
+  suppression per step -> dynamics/dynamics.json and figures."""
+  config, ds, workdir = ctx.config, ctx.dataset, ctx.workdir
+  max_images = ctx.options.get('max_images', 64)
   bad = np.nonzero(ds.test_labels == 1)[0]
   good = np.nonzero(ds.test_labels == 0)[0]
   pick = np.concatenate([bad[: max_images - max_images // 4], good[: max_images // 4]])
   images = ds.test[pick]
   masks = ds.test_masks[pick]
-  out = inference.run(config, params, images, with_sequences=True)
+  out = ctx.infer('test/dynamics', images, with_sequences=True)
   x = images.astype(np.float32) / 255.0
   result = {'recursion': config.model.recursion, 'depth': config.model.depth,
             'n_images': int(len(pick)), 'n_anomalous': int((ds.test_labels[pick] == 1).sum()),
@@ -67,9 +47,13 @@ def run(workdir, overrides=(), max_images=64):
   if 'enhanced' in out:
     result['D'] = curves(out['enhanced'], x, masks)
   out_dir = workdir / 'dynamics'
-  supp = _suppression(workdir, config, params, ds.val, overrides)
+  val = ctx.results.get('validation') or validation.run(ctx)
+  supp = val and val.get('suppression')
   if supp:  # planted defects on held-out normals, where the clean truth is known
     result['suppression'] = supp
+  if not ctx.is_main:
+    return result
+  if supp:
     steps = result['steps']
     names = [k for k in ('R', 'D') if f'residual_{k}' in supp]
     figures.curves(out_dir / 'suppression.png', steps,

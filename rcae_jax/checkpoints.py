@@ -1,0 +1,81 @@
+"""Orbax state: each stage's training checkpoints, and the model bundle of a finished run."""
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+from rcae_jax import config as config_lib
+from rcae_jax import faults, files
+
+
+def manager(path):
+  """Keeps the last two steps. Orbax writes a step into a temporary directory and renames it
+  when complete, so a save cut by a kill leaves only that temporary directory, which
+  `latest_step` never returns and this manager deletes when it starts."""
+  return ocp.CheckpointManager(
+      pathlib.Path(path).absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, save_interval_steps=1,
+                                           cleanup_tmp_directories=True))
+
+
+def save(mgr, state, stage):
+  """Saves a train state (asynchronously; `mgr.wait_until_finished()` before exiting)."""
+  step = int(jax.device_get(state['step']).reshape(-1)[0])
+  mgr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step})), force=True)
+  faults.point(f'stage{stage}:saving{step}')
+
+
+def restore(mgr, like):
+  """The latest saved state, with the shapes, dtypes and shardings of the state `like`;
+  None before the first save."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  steps = sorted(mgr.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    try:
+      out = mgr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      return out['state']
+    except Exception as e:  # pylint: disable=broad-except
+      # A step directory that exists but cannot be read (a copy cut short, a damaged disk):
+      # never load it; fall back to the step before.
+      after = f'resuming from step {steps[i + 1]}' if i + 1 < len(steps) else 'starting afresh'
+      bad = pathlib.Path(mgr.directory) / str(step)
+      if jax.process_index() == 0:  # kept for a post-mortem, out of the way of the re-save
+        bad.rename(bad.with_name(f'{step}.damaged'))
+      mgr.reload()
+      print(f'warning: checkpoint {bad} is incomplete or damaged ({type(e).__name__}); '
+            f'{after} (it was moved to {bad.name}.damaged)', flush=True)
+  return None
+
+
+class BundleError(FileNotFoundError):
+  pass
+
+
+def save_bundle(workdir, params, config):
+  """<workdir>/model: params of every trained net (Orbax writes to a temp dir and renames)
+  and the config they were trained with (written last: its presence marks a finished run)."""
+  path = pathlib.Path(workdir).absolute() / 'model'
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(path / 'params', params, force=True)
+    ckpt.wait_until_finished()
+  faults.point('bundle')
+  files.atomic_write(path / 'config.json', config_lib.to_json(config))
+
+
+def load_bundle(workdir):
+  """-> (config, params) of a finished run."""
+  path = pathlib.Path(workdir).absolute() / 'model'
+  if not (path / 'config.json').exists():
+    raise BundleError(f'{workdir}: no finished model (expected {path}/); train it first with '
+                      f'python -m rcae_jax train --workdir {workdir}')
+  config = config_lib.from_dict(files.read_json(path / 'config.json'))
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      params = ckpt.restore(path / 'params')
+  except Exception as e:  # pylint: disable=broad-except
+    raise BundleError(f'{path / "params"}: the model bundle cannot be read ({type(e).__name__}: '
+                      f'{str(e)[:200]}); re-run train with the same --workdir to rewrite it') from e
+  return config, params

@@ -1,0 +1,75 @@
+"""What a trained run is measured by: a list of small evaluators over one shared context.
+
+Each evaluator is a module here with `run(ctx) -> dict | None` that writes its own files
+under the run's directory:
+  threshold     calibration.json: the decision threshold from held-out normal scores
+  validation    validation.json: metrics on held-out normals + planted pseudo-anomalies,
+                suppression per depth, border share (model selection; never test labels)
+  test_metrics  eval/metrics.json, eval/metrics.md: the field's metrics, per defect type
+  pictures      eval/heatmaps.png, eval/sequence_*.png
+  dynamics      dynamics/: how R_n and D_n evolve over the recursion steps
+The end of `train` runs AFTER_TRAINING, `evaluate` runs ON_TEST, `dynamics` runs DYNAMICS.
+Inference outputs are memoised on the context, so evaluators share them.
+"""
+import dataclasses
+import pathlib
+
+import jax
+
+from rcae_jax import checkpoints, inference
+from rcae_jax import config as config_lib
+from rcae_jax import data as data_lib
+from rcae_jax.evaluators import dynamics, pictures, test_metrics, threshold, validation
+
+EVALUATORS = {'threshold': threshold.run, 'validation': validation.run,
+              'test_metrics': test_metrics.run, 'pictures': pictures.run,
+              'dynamics': dynamics.run}
+
+AFTER_TRAINING = ('threshold', 'validation')
+ON_TEST = ('validation', 'test_metrics', 'pictures')
+DYNAMICS = ('dynamics',)
+
+
+@dataclasses.dataclass
+class Context:
+  workdir: pathlib.Path
+  config: object
+  params: dict
+  dataset: object
+  write: bool = True  # False: settings overridden; measure but leave the run's files alone
+  reuse_saved: bool = False  # take validation.json as written by train when it exists
+  options: dict = dataclasses.field(default_factory=dict)
+  results: dict = dataclasses.field(default_factory=dict)
+  _memo: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def __post_init__(self):
+    self.workdir = pathlib.Path(self.workdir)
+
+  @property
+  def is_main(self):
+    return jax.process_index() == 0
+
+  def infer(self, name, images, config=None, with_sequences=False):
+    """inference.run over `images`, memoised under `name` (e.g. 'test', 'val/rcae')."""
+    key = (name, with_sequences, config_lib.to_json(config or self.config))
+    if key not in self._memo:
+      self._memo[key] = inference.run(config or self.config, self.params, images,
+                                      with_sequences)
+    return self._memo[key]
+
+  @classmethod
+  def of_run(cls, workdir, overrides=(), need_test=True, **options):
+    """The context of a finished run: its bundle, the data it names (with the test set)."""
+    config, params = checkpoints.load_bundle(workdir)
+    if overrides:
+      config = config_lib.apply_overrides(config, overrides)
+    dataset = data_lib.load(config, need_test=need_test)
+    return cls(workdir, config, params, dataset, write=not overrides,
+               reuse_saved=not overrides, options=options)
+
+
+def run(names, ctx):
+  """Runs the named evaluators in order; -> {name: result} (also kept in ctx.results)."""
+  for name in names:
+    ctx.results[name] = EVALUATORS[name](ctx)
+  return {name: ctx.results[name] for name in names}

@@ -1,0 +1,32 @@
+"""Test pictures: the most and least anomalous images of each label with their maps, and
+the recursion strips (x | R_1 .. R_N | D_1 .. D_N) of the first four."""
+import pathlib
+
+import numpy as np
+
+from rcae_jax import figures
+
+
+def run(ctx, n=None):
+  ds = ctx.dataset
+  n = n or ctx.options.get('n_pictures', 8)
+  out = ctx.infer('test', ds.test)
+  scores, maps, labels = out['score'], out['map'], ds.test_labels
+  order = np.argsort(scores)
+  bad = [i for i in order[::-1] if labels[i]][: n // 2]
+  missed = [i for i in order if labels[i]][: max(1, n // 4)]
+  good = [i for i in order[::-1] if not labels[i]][: max(1, n // 4)]
+  pick = list(dict.fromkeys(bad + missed + good))
+  names = ['/'.join(pathlib.Path(ds.test_names[i]).parts[-3:]) for i in pick]
+  if not ctx.is_main:
+    return None
+  eval_dir = ctx.workdir / 'eval'
+  vmax = float(np.quantile(maps, 0.999))
+  paths = [figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick],
+                            maps[pick], scores[pick], names, vmax=vmax)]
+  seq = ctx.infer('test/pictures', ds.test[pick[:4]], with_sequences=True)
+  for j, i in enumerate(pick[:4]):
+    paths.append(figures.sequence_strip(
+        eval_dir / f'sequence_{j}.png', ds.test[i], seq['recon'][:, j],
+        seq['enhanced'][:, j] if 'enhanced' in seq else None, names[j]))
+  return {'files': [str(p) for p in paths]}

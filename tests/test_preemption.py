@@ -1,0 +1,115 @@
+"""Killed anywhere (SIGKILL at chosen points, in a subprocess), resumed by re-running the same
+command: the same per-step losses, parameters and result files as a run never interrupted."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import chex
+import pytest
+
+from conftest import ROOT
+from rcae_jax import checkpoints, files
+
+_SET = ['data.resolution=16', 'model.depth=2', 'stage1.steps=6', 'stage2.steps=4',
+        'stage3.steps=4', 'log_every=1', 'ckpt_every=2']
+# where the kills land, in the order one run meets them: inside stage 1 between saves, with
+# stage 1's step-4 save in flight, between stages, inside stages 2 and 3 (the latter with
+# a save in flight), between the bundle's params and its config, and in the middle of
+# writing validation.json
+KILLS = ('stage1:step3', 'stage1:saving4', 'after-stage1', 'stage2:step3', 'stage3:saving2',
+         'bundle', 'write:validation.json')
+
+
+def _cli(args, kill_at=None, timeout=300):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  env.pop('RCAE_KILL_AT', None)
+  if kill_at:
+    env['RCAE_KILL_AT'] = kill_at
+  return subprocess.run([sys.executable, '-m', 'rcae_jax', *args], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _train(workdir, cache, kill_at=None):
+  return _cli(['train', '--config', 'tiny', '--workdir', str(workdir), '--set', *_SET,
+               f'data.cache_dir={cache}'], kill_at)
+
+
+def _losses(workdir):
+  return {s: [(r['step'], r['loss']) for r in files.read_jsonl(workdir / f'stage{s}' /
+                                                                 'metrics.jsonl')]
+          for s in (1, 2, 3)}
+
+
+def _killed(proc, point):
+  assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  root = tmp_path_factory.mktemp('preempt')
+  proc = _train(root / 'ref', root / 'cache')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return root
+
+
+def test_killed_at_every_point_resumes_exactly(uninterrupted):
+  ref, wd, cache = uninterrupted / 'ref', uninterrupted / 'killed', uninterrupted / 'cache'
+  for point in KILLS:
+    _killed(_train(wd, cache, kill_at=point), point)
+    bundle = (wd / 'model' / 'config.json').exists()  # present only once the params are
+    assert bundle == (point == 'write:validation.json'), point
+  proc = _train(wd, cache)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _losses(wd) == _losses(ref)
+  assert [s for s, _ in _losses(wd)[1]] == list(range(1, 7))  # each step logged once
+  _, params = checkpoints.load_bundle(wd)
+  chex.assert_trees_all_equal(params, checkpoints.load_bundle(ref)[1])
+  for name in ('validation.json', 'calibration.json'):
+    assert json.loads((wd / name).read_text()) == json.loads((ref / name).read_text()), name
+  leftovers = [p.name for p in wd.rglob('*') if '.tmp' in p.name or 'tmp' in p.suffix]
+  assert not leftovers, leftovers
+
+
+def test_evaluate_killed_while_writing_is_rerun_cleanly(uninterrupted):
+  ref = uninterrupted / 'ref'
+  _killed(_cli(['evaluate', '--workdir', str(ref)], kill_at='write:metrics.json'),
+          'write:metrics.json')
+  assert not (ref / 'eval' / 'metrics.json').exists()  # never half a file
+  proc = _cli(['evaluate', '--workdir', str(ref)])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  first = json.loads((ref / 'eval' / 'metrics.json').read_text())
+  assert _cli(['evaluate', '--workdir', str(ref)]).returncode == 0
+  assert json.loads((ref / 'eval' / 'metrics.json').read_text()) == first
+  assert not [p.name for p in (ref / 'eval').iterdir() if '.tmp' in p.name]
+
+
+def test_damaged_checkpoint_step_is_skipped_with_a_warning(uninterrupted, tmp_path):
+  """A step directory that exists but cannot be read is never loaded: the run resumes from
+  the step before it and ends where an uninterrupted run ends."""
+  ref, cache = uninterrupted / 'ref', uninterrupted / 'cache'
+  wd = tmp_path / 'run'
+  _killed(_train(wd, cache, kill_at='after-stage1'), 'after-stage1')
+  steps = sorted(int(p.name) for p in (wd / 'stage1' / 'ckpt').iterdir() if p.name.isdigit())
+  assert steps == [4, 6]  # the last two are kept
+  for f in (wd / 'stage1' / 'ckpt' / '6').rglob('*'):
+    if f.is_file() and f.stat().st_size > 64:
+      f.write_bytes(b'\0' * 16)  # a damaged disk
+  proc = _train(wd, cache)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'stage1/ckpt/6 is incomplete or damaged' in proc.stdout
+  assert 'resuming from step 4' in proc.stdout
+  assert _losses(wd) == _losses(ref)
+
+
+def test_damaged_result_files_are_named(uninterrupted, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / 'run'
+  shutil.copytree(uninterrupted / 'ref', wd)
+  (wd / 'validation.json').write_text('{"metrics": {"image_')
+  proc = _cli(['evaluate', '--workdir', str(wd)])
+  assert proc.returncode == 2 and f'{wd / "validation.json"}: not valid JSON' in proc.stderr
+  (wd / 'model' / 'config.json').write_text('')
+  proc = _cli(['evaluate', '--workdir', str(wd)])
+  assert proc.returncode == 2 and 'model/config.json: not valid JSON' in proc.stderr
