@@ -1,5 +1,6 @@
 """Killed anywhere (SIGKILL at chosen points, in a subprocess), resumed by re-running the same
 command: the same per-step losses, parameters and result files as a run never interrupted."""
+import csv
 import json
 import os
 import signal
@@ -113,3 +114,26 @@ def test_damaged_result_files_are_named(uninterrupted, tmp_path):
   (wd / 'model' / 'config.json').write_text('')
   proc = _cli(['evaluate', '--workdir', str(wd)])
   assert proc.returncode == 2 and 'model/config.json: not valid JSON' in proc.stderr
+
+
+def test_sweep_killed_mid_variant_gives_the_same_tables(uninterrupted, tmp_path):
+  """A sweep killed inside its second variant and run again skips the finished variant,
+  resumes the other, and writes the tables an uninterrupted sweep writes."""
+  preset = tmp_path / 'preset.py'
+  preset.write_text(
+      'def get_sweep():\n  return {"config": "tiny.py", "variants": [\n'
+      '    ("+RcAE", ["stages=(1,)"]),\n    ("+RcAE +DPN", ["stages=(1, 2)"])]}\n')
+  args = lambda wd: ['sweep', str(preset), '--workdir', str(wd), '--set', *_SET,
+                     f'data.cache_dir={uninterrupted / "cache"}']
+  ref = _cli(args(tmp_path / 'ref'))
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  _killed(_cli(args(tmp_path / 'killed'), kill_at='stage2:step3'), 'stage2:step3')
+  again = _cli(args(tmp_path / 'killed'))
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert 'finished earlier, skipped' in again.stdout
+  table = lambda wd: (wd / 'results.md').read_text()
+  assert table(tmp_path / 'killed') == table(tmp_path / 'ref')
+  rows = lambda wd: [{k: v for k, v in r.items() if k not in ('status', 'seconds', 'dir', 'reused')}
+                     for r in csv.DictReader(open(wd / 'results.csv'))]
+  assert rows(tmp_path / 'killed') == rows(tmp_path / 'ref')
+  assert len(rows(tmp_path / 'ref')) == 2
