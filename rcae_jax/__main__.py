@@ -43,7 +43,9 @@ def _parser():
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p = sub.add_parser('bench', help='jitted step timings, FLOPs and memory -> JSON')
   p.add_argument('--config', default='tiny')
-  p.add_argument('--what', default='train1,train2,train3,infer')
+  p.add_argument('--what', default=None,
+                 help='comma list of train1,train2,train3,infer,input (default: the '
+                      "method's train steps and infer)")
   p.add_argument('--resolution', type=int, nargs='*', default=None)
   p.add_argument('--batch', type=int, default=None)
   p.add_argument('--dtype', nargs='*', choices=('float32', 'bfloat16'), default=None,

@@ -95,7 +95,8 @@ def _images(config, n, seed=0):
 
 def bench_train(stage, config, mesh, iters):
   step = train.train_step(stage, config, mesh)
-  n = config.model.depth if stage == 1 else None  # stage 1 timed at its deepest, costliest n
+  has_depth = train.depth_of_step(config, stage, 0) is not None
+  n = config.model.depth if has_depth else None  # RcAE's stage 1 at its costliest depth
   program = step.program(n)
   params = step.model.init_all(jax.random.PRNGKey(config.seed))
   frozen = parallel.replicate(train.frozen_inputs(stage, params, config), mesh)
@@ -142,7 +143,8 @@ def bench_input(config, mesh, iters):
 
 def run_one(name, config, mesh, iters, peak):
   row = {'name': name, 'resolution': config.data.resolution, 'batch': config.batch_size,
-         'recursion': config.model.recursion, 'depth': config.model.depth,
+         'method': config_lib.method(config), 'recursion': config.model.recursion,
+         'depth': model_lib.from_config(config).depth,
          'dtype': config.model.dtype, 'devices': int(mesh.devices.size)}
   if name == 'input':
     times, unprefetched = bench_input(config, mesh, iters)
@@ -175,10 +177,16 @@ def main(args):
   if args.batch:
     overrides.append(f'batch_size={args.batch}')
   base = config_lib.load_config(args.config, overrides)
-  what = [w.strip() for w in args.what.split(',') if w.strip()]
+  stages = model_lib.from_config(base).stage_nets
+  what = ([w.strip() for w in args.what.split(',') if w.strip()] if args.what else
+          [f'train{s}' for s in stages] + ['infer'])
   unknown = [w for w in what if w not in STEPS]
   if unknown:
     raise config_lib.ConfigError(f'bench --what: unknown step(s) {unknown}; known: {list(STEPS)}')
+  missing = [w for w in what if w.startswith('train') and int(w[-1]) not in stages]
+  if missing:
+    raise config_lib.ConfigError(f'bench --what {",".join(missing)}: method='
+                                 f'{config_lib.method(base)} trains stages {sorted(stages)} only')
   n_all = len(jax.devices())
   counts = sorted(set(args.devices or [1, n_all]))
   bad = [n for n in counts if not 1 <= n <= n_all]

@@ -113,8 +113,10 @@ _CHOICES = {
     'model.crd_loss': ('l2', 'bce'),
     'depth_sampling': ('uniform', 'max'),
     'model.padding': ('zeros', 'reflect'),
-    'score.image': ('max', 'topk'),
-    'score.source': ('auto', 'crd', 'dpn', 'rcae'),
+    'score.image': ('max', 'topk', 'sum'),
+    'score.source': ('auto', 'crd', 'dpn', 'rcae', 'fae'),
+    'score.smoothing': ('gaussian', 'mean'),
+    'method': ('rcae', 'fae'),
 }
 
 
@@ -127,6 +129,22 @@ def validate(c):
     if not cond:
       raise ConfigError(msg)
   need(c.data.channels in (1, 3), f'data.channels={c.data.channels} must be 1 or 3')
+  if c.method == 'fae':
+    need(tuple(c.stages) == (1,), f'method=fae trains one network in one stage: set '
+         f'stages=(1,) (got {c.stages})')
+    need(c.data.resolution % 2 ** (c.fae.levels - 1) == 0,
+         f'data.resolution={c.data.resolution} must be divisible by 2^(fae.levels - 1)='
+         f'{2 ** (c.fae.levels - 1)}')
+    need(c.score.source in ('auto', 'fae'), f'score.source={c.score.source!r}: FAE has one '
+         "map ('auto' or 'fae')")
+  elif c.score.source == 'fae':
+    raise ConfigError("score.source='fae' needs method=fae")
+  from rcae_jax import discrepancy  # pylint: disable=g-import-not-at-top
+  bad = [p for p in c.score.discrepancy.split('+') if p not in discrepancy.NAMES]
+  need(not bad, f'score.discrepancy={c.score.discrepancy!r}: unknown {bad}; known '
+       f'{discrepancy.NAMES}, or several joined by +')
+  need(c.score.mean_size >= 1 and c.score.mean_repeats >= 0,
+       'score.mean_size must be >= 1 and score.mean_repeats >= 0')
   need(c.model.depth >= 1, f'model.depth={c.model.depth} must be >= 1')
   need(c.model.features >= 1, 'model.features must be >= 1')
   levels = c.model.depth if c.model.recursion == 'depth' else c.model.iterate_levels
@@ -164,7 +182,14 @@ def validate(c):
   return c
 
 
+def method(c):
+  """'rcae' or 'fae' (configs written before FAE existed have no key: RcAE)."""
+  return c.get('method', 'rcae')
+
+
 def score_source(c):
+  if method(c) == 'fae':
+    return 'fae'
   if c.score.source != 'auto':
     return c.score.source
   return {1: 'rcae', 2: 'dpn', 3: 'crd'}[max(c.stages)]

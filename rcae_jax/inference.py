@@ -24,10 +24,24 @@ def smoothing_sigma(config):
   return config.score.sigma * config.data.resolution / 256
 
 
+def smooth(raw, config):
+  """score.smoothing: 'gaussian' (score.sigma) or 'mean' (FAE: score.mean_repeats
+  applications of a score.mean_size box filter, the size given at 256² and scaled)."""
+  s = config.score
+  if s.get('smoothing', 'gaussian') == 'mean':
+    size = max(1, round(s.mean_size * config.data.resolution / 256)) | 1  # odd: centred
+    return ops.mean_filter(raw, size, s.mean_repeats)
+  return ops.gaussian_blur(raw, smoothing_sigma(config))
+
+
 def image_score(smoothed_map, config):
+  """score.image: 'max', 'topk' (mean of the score.topk largest) or 'sum' (FAE's default
+  reduction; the mean, which ranks images the same)."""
   flat = smoothed_map.reshape(smoothed_map.shape[0], -1)
   if config.score.image == 'max':
     return flat.max(axis=1)
+  if config.score.image == 'sum':
+    return flat.mean(axis=1)
   return jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0].mean(axis=1)
 
 
@@ -43,8 +57,8 @@ def make_inference(config, with_sequences=False):
   def infer(params, images):
     chex.assert_shape(images, (None,) + model.image_shape)
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
-    raw, out = model.raw_map(params, x, source, config.grad_weight, with_sequences)
-    smoothed = ops.gaussian_blur(raw, smoothing_sigma(config))
+    raw, out = model.raw_map(params, x, source, with_sequences)
+    smoothed = smooth(raw, config)
     return {**out, 'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
 
   return infer

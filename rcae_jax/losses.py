@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from rcae_jax import anomalies, ops
+from rcae_jax import config as config_lib
 
 
 def l1_with_gradient(target, pred, grad_weight=1.0):
@@ -40,13 +41,6 @@ def l2_with_gradient(target, pred, grad_weight=1.0):
           + grad_weight * jnp.mean(jnp.square(ops.sobel(target) - ops.sobel(pred))))
 
 
-def reconstruction_error_map(x, recon, grad_weight=1.0):
-  """Per-pixel anomaly map of a reconstruction: channel-mean intensity + gradient error."""
-  err = jnp.mean(jnp.abs(x - recon), axis=-1, keepdims=True)
-  gerr = jnp.mean(jnp.abs(ops.sobel(x) - ops.sobel(recon)), axis=-1, keepdims=True)
-  return err + grad_weight * gerr
-
-
 def bce_with_gradient(target, pred, grad_weight=1.0, eps=1e-6):
   """Binary cross-entropy of the map + w |∇M_P - ∇M_A|² (the `bce` CRD loss option).
 
@@ -63,7 +57,8 @@ def stage_objective(stage, model, config, n=None):
 
   params are the stage's network's; frozen holds the earlier stages' params and the texture
   bank (`train.frozen_inputs`); batch = {'image': float (b, H, W, C), 'index': (b,)}.
-  Stage 1 trains R_n at the static depth n (one program per n).
+  RcAE's stage 1 trains R_n at the static depth n (one program per n); FAE's one stage
+  restores corrupted images with its U-Net.
   """
   gw = config.grad_weight
 
@@ -100,6 +95,12 @@ def stage_objective(stage, model, config, n=None):
       return l2_with_gradient(mask, pred, gw), {}
     return bce_with_gradient(mask, pred, config.model.crd_grad_weight), {}
 
+  def fae(params, frozen, batch, rng):
+    x, target, mask = pair(config.stage1, frozen, batch, rng)
+    return restoration(config.stage1, target, model.reconstruct(params, x), mask), {}
+
+  if config_lib.method(config) == 'fae':
+    return fae
   if stage == 1 and n is None:
     raise ValueError('the stage-1 objective needs its recursion depth n')
   return {1: stage1, 2: stage2, 3: stage3}[stage]

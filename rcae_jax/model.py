@@ -1,7 +1,10 @@
-"""The RcAE model: its three networks, their parameters, and the forward pass from an image
-to a raw anomaly map. Pure functions of (params, inputs); the recursion itself (both modes)
-is in `rcae_jax.models.rcae`.
+"""The models of the platform's methods: networks, parameters, and the forward pass from an
+image to a raw anomaly map, as pure functions of (params, inputs).
 
+`Model` is RcAE (three networks; the recursion itself, both modes, is in
+`rcae_jax.models.rcae`); `FAEModel` is FAE (one U-Net, `rcae_jax.models.fae`). Both offer
+what training and inference read: `stage_nets` (the network each stage trains),
+`init`/`init_all`/`init_for_stage`, and `raw_map`. `from_config` picks by `config.method`.
 Training (`losses.stage_objective`) and inference (`rcae_jax.inference`) call nothing else.
 """
 import dataclasses
@@ -12,10 +15,15 @@ import jax
 import jax.numpy as jnp
 
 from rcae_jax import config as config_lib
-from rcae_jax import losses, ops
-from rcae_jax.models import crd, dpn, rcae
+from rcae_jax import discrepancy, ops
+from rcae_jax.models import crd, dpn, fae, rcae
 
-STAGE_NET = {1: 'rcae', 2: 'dpn', 3: 'crd'}  # the network each training stage trains
+STAGE_NET = {1: 'rcae', 2: 'dpn', 3: 'crd'}  # the network each RcAE training stage trains
+
+
+def _stage_key(seed, stage, index):
+  """The key of a stage's network: split 3 ways from fold_in(PRNGKey(seed), stage)."""
+  return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), stage), 3)[index]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +33,10 @@ class Model:
   crd: crd.CRD
   crd_steps: tuple  # 1-based depths the CRD reads
   image_shape: tuple  # (H, W, C)
+  grad_weight: float = 1.0
+  discrepancy: str = 'l1grad'
   _inits: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+  stage_nets = STAGE_NET
 
   @property
   def depth(self):
@@ -52,8 +63,7 @@ class Model:
 
   def init_for_stage(self, stage, seed):
     """Stage s's network from (seed, s): the key `init_all(fold_in(PRNGKey(seed), s))` gives it."""
-    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), stage), 3)
-    return self.init(STAGE_NET[stage], keys[stage - 1])
+    return self.init(STAGE_NET[stage], _stage_key(seed, stage, stage - 1))
 
   def sequence(self, params, x):
     """R_1 ... R_N: (N, B, H, W, C) from the RcAE's params."""
@@ -75,30 +85,72 @@ class Model:
     idx = jnp.array([s - 1 for s in self.crd_steps])
     return self.crd.apply(params, enhanced[idx], x)
 
-  def raw_map(self, params, x, source, grad_weight, with_sequences=False):
+  def raw_map(self, params, x, source, with_sequences=False):
     """-> (unsmoothed anomaly map (B, H, W, 1), {'recon', 'enhanced'} when asked).
 
-    source: 'crd' (M_A), 'dpn' (error of D_N) or 'rcae' (error of R_N), DESIGN.md "Scores".
+    source: 'crd' (M_A), 'dpn' (discrepancy of D_N) or 'rcae' (of R_N), DESIGN.md "Scores".
     """
     chex.assert_shape(x, (None,) + self.image_shape)
     seq = self.sequence(params['rcae'], x)
     extra = {'recon': seq} if with_sequences else {}
     if source == 'rcae':
-      return losses.reconstruction_error_map(x, seq[-1], grad_weight), extra
+      return discrepancy.measure(self.discrepancy, x, seq[-1], self.grad_weight), extra
     enh = self.enhance(params['dpn'], seq, x)
     if with_sequences:
       extra['enhanced'] = enh
     if source == 'dpn':
-      return losses.reconstruction_error_map(x, enh[-1], grad_weight), extra
+      return discrepancy.measure(self.discrepancy, x, enh[-1], self.grad_weight), extra
     return self.crd_map(params['crd'], enh, x), extra
+
+
+@dataclasses.dataclass(frozen=True)
+class FAEModel:
+  """FAE: one U-Net trained in one stage to restore corrupted images (identity-anchored by
+  noise on input and target); its map is the discrepancy between x and its restoration."""
+  unet: fae.UNet
+  image_shape: tuple
+  grad_weight: float = 1.0
+  discrepancy: str = 'ssim'
+  _inits: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+  stage_nets = {1: 'fae'}
+  depth = 1
+
+  def init(self, net, rng):
+    assert net == 'fae', net
+    if net not in self._inits:
+      x = jnp.zeros((1,) + self.image_shape, jnp.float32)
+      self._inits[net] = jax.jit(lambda k: self.unet.init(k, x))
+    return self._inits[net](rng)
+
+  def init_all(self, rng):
+    return {'fae': self.init('fae', jax.random.split(rng, 3)[0])}
+
+  def init_for_stage(self, stage, seed):
+    return self.init('fae', _stage_key(seed, stage, 0))
+
+  def reconstruct(self, params, x):
+    return self.unet.apply(params, x)
+
+  def raw_map(self, params, x, source='fae', with_sequences=False):
+    """-> (discrepancy map (B, H, W, 1), {'recon': (1, B, H, W, C)} when asked)."""
+    del source  # one network, one map
+    chex.assert_shape(x, (None,) + self.image_shape)
+    recon = self.reconstruct(params['fae'], x)
+    extra = {'recon': recon[None]} if with_sequences else {}
+    return discrepancy.measure(self.discrepancy, x, recon, self.grad_weight), extra
 
 
 @functools.lru_cache(maxsize=32)
 def _from_json(config_json):
   config = config_lib.from_json(config_json)
-  res, ch = config.data.resolution, config.data.channels
+  shape = (config.data.resolution,) * 2 + (config.data.channels,)
+  score = config.score
+  if config_lib.method(config) == 'fae':
+    return FAEModel(fae.from_config(config), shape, config.grad_weight,
+                    score.get('discrepancy', 'ssim'))
   return Model(rcae.from_config(config), dpn.from_config(config), crd.from_config(config),
-               config_lib.crd_steps(config), (res, res, ch))
+               config_lib.crd_steps(config), shape, config.grad_weight,
+               score.get('discrepancy', 'l1grad'))
 
 
 def from_config(config):

@@ -44,3 +44,15 @@ def gaussian_blur(x, sigma):
   k = gaussian_kernel1d(float(sigma))
   x = _depthwise(x, k[:, None], 'symmetric')
   return _depthwise(x, k[None, :], 'symmetric')
+
+
+def mean_filter(x, size, repeats=1):
+  """`repeats` applications of a size x size box mean to x (B, H, W, C), borders reflected;
+  FAE's smoothing of discrepancy maps. Equals scipy.ndimage.uniform_filter (mode='mirror'
+  for odd sizes) applied `repeats` times."""
+  if size <= 1 or repeats <= 0:
+    return x
+  k = np.full((size,), 1.0 / size, np.float32)
+  for _ in range(repeats):
+    x = _depthwise(_depthwise(x, k[:, None], 'reflect'), k[None, :], 'reflect')
+  return x

@@ -11,7 +11,7 @@ from rcae_jax import config as config_lib
 from rcae_jax import files
 
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy',
-             'scikit-image', 'pillow', 'ml_collections')
+             'scikit-image', 'pillow', 'ml_collections', 'dm-pix')
 
 
 def environment(mesh=None):

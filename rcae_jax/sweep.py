@@ -1,6 +1,7 @@
 """Ablation sweeps: a preset expands a base config into named variants; each variant ×
 category trains and evaluates in its own directory (finished runs skipped, interrupted ones
 resumed, failures recorded), then one table like the paper's."""
+import copy
 import csv
 import importlib.util
 import io
@@ -54,7 +55,7 @@ def run(preset_name, workdir, overrides=(), categories=None, config=None,
   workdir = pathlib.Path(workdir)
   base = config_lib.load_config(preset['config'], list(overrides))
   # Every variant must be a valid config before anything trains.
-  configs = [(name, config_lib.apply_overrides(base, ov)) for name, ov in preset['variants']]
+  configs = expand(preset, base)
   cats = _categories(base, categories)
   rows = []
   for name, config in configs:
@@ -69,6 +70,19 @@ def run(preset_name, workdir, overrides=(), categories=None, config=None,
         rows.append({**row, 'seed': cfg.seed})
   _write_tables(workdir, preset, rows, cats, validation_only)
   return rows
+
+
+def expand(preset, base):
+  """-> [(name, config)]: each variant is a list of 'key=value' overrides of the base config,
+  or a function config -> config (given a copy; e.g. `experiments/configs/fae.to_fae`)."""
+  out = []
+  for name, variant in preset['variants']:
+    if callable(variant):
+      config = config_lib.validate(variant(copy.deepcopy(base)))
+    else:
+      config = config_lib.apply_overrides(base, variant)
+    out.append((name, config))
+  return out
 
 
 def _categories(config, categories):

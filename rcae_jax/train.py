@@ -33,8 +33,8 @@ def optimizer(lr):
 def depth_of_step(config, stage, step):
   """The recursion depth n of a step: U{1..N} (or N), a function of (seed, step) alone, so
   every device and host draws the same n and a resumed run draws the same sequence.
-  Stages 2 and 3 have no depth (None)."""
-  if stage != 1:
+  Stages 2 and 3, and FAE, have no depth (None)."""
+  if stage != 1 or config_lib.method(config) == 'fae':
     return None
   if config.depth_sampling == 'max':
     return config.model.depth
@@ -52,7 +52,7 @@ class TrainStep:
   def __init__(self, stage, config, mesh):
     self.stage, self.config, self.mesh = stage, config, mesh
     self.model = model_lib.from_config(config)
-    self.net = model_lib.STAGE_NET[stage]
+    self.net = self.model.stage_nets[stage]
     self.tx = optimizer(config[f'stage{stage}'].lr)
     self._programs = {}
 
@@ -191,7 +191,7 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   params = {}
   for stage in config.stages:
     frozen = frozen_inputs(stage, params, config)
-    params[model_lib.STAGE_NET[stage]], finished = train_stage(
+    params[model_lib.from_config(config).stage_nets[stage]], finished = train_stage(
         stage, config, workdir, dataset.train, frozen, mesh, max_steps)
     if not finished:
       return None  # stopped early, as an interrupted run would be

@@ -6,9 +6,9 @@ from rcae_jax import config as config_lib
 from rcae_jax.config import ConfigError
 
 
-@pytest.mark.parametrize('name', ['base', 'tiny', 'demo', 'paper'])
+@pytest.mark.parametrize('name', ['base', 'tiny', 'demo', 'paper', 'fae', 'fae:mtd:cpu'])
 def test_configs_load(name):
-  c = config_lib.load_config(ROOT / 'experiments' / 'configs' / f'{name}.py')
+  c = config_lib.load_config(name)
   assert c.model.depth >= 1
   assert config_lib.from_json(config_lib.to_json(c)).to_dict() == c.to_dict()
 
@@ -41,10 +41,22 @@ def test_overrides_apply(tmp_path):
     ('stage1.noise=-0.1', r'stage1.noise=-0.1 must be in \[0, 0.5\]'),
     ('stage2.region_weight=-1.0', 'stage2.region_weight must be >= 0'),
     ('model.skip_from=0', 'model.skip_from=0 must be >= 1'),
+    ('method=fae', r'method=fae trains one network in one stage: set stages=\(1,\)'),
+    ('score.source=fae', "score.source='fae' needs method=fae"),
+    ('score.discrepancy=mse+psnr', r"score.discrepancy='mse\+psnr': unknown \['psnr'\]"),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):
   with pytest.raises(ConfigError, match=match):
     tiny_config(tmp_path, override)
+
+
+def test_fae_config_takes_the_named_configs_data_and_budget():
+  mtd = config_lib.load_config('mtd:cpu')
+  c = config_lib.load_config('fae:mtd:cpu')
+  assert (c.method, c.stages, c.data.name, c.data.resolution, c.batch_size) == (
+      'fae', (1,), 'mtd', mtd.data.resolution, mtd.batch_size)
+  assert c.stage1.steps == mtd.stage1.steps + mtd.stage2.steps + mtd.stage3.steps
+  assert (c.stage1.restore, c.stage1.noise > 0, c.stage1.region_weight) == (True, True, 1.0)
 
 
 def test_missing_config_file():

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import tiny_config
-from rcae_jax import inference, ops
+from rcae_jax import discrepancy, inference, ops
 from rcae_jax import model as model_lib
 from rcae_jax.models import crd, layers
 
@@ -113,3 +113,48 @@ def test_reflect_padding_has_no_border_response(tmp_path):
   assert max(flat['reflect']) < 1e-5, flat
   assert min(flat['zeros']) > 1e-4, flat
   assert flat['reflect_tree'] == flat['zeros_tree']
+
+
+def test_mean_filter_matches_scipy():
+  img = np.random.default_rng(0).random((2, 20, 24, 3)).astype(np.float32)
+  got = np.asarray(ops.mean_filter(jnp.asarray(img), 5, repeats=3))
+  ref = img
+  for _ in range(3):
+    ref = ndimage.uniform_filter(ref, size=(1, 5, 5, 1), mode='mirror')
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_discrepancies_against_references():
+  """SSIM against scikit-image's Gaussian-window SSIM (away from the border, where the two
+  pad differently); GMS of a known gradient pair; every measure is 0 for a perfect copy."""
+  from skimage import metrics as sk_metrics  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.random((1, 24, 28, 1)).astype(np.float32)
+  y = np.clip(0.6 * x + 0.3 + 0.05 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+  ref = sk_metrics.structural_similarity(x[0, ..., 0], y[0, ..., 0], data_range=1.0,
+                                         gaussian_weights=True, sigma=1.5, full=True,
+                                         use_sample_covariance=False)[1]
+  got = 1 - np.asarray(discrepancy.ssim(x, y))[0, ..., 0]
+  np.testing.assert_allclose(got[6:-6, 6:-6], ref[6:-6, 6:-6], atol=1e-4)
+  ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))[None, ..., None]
+  # gradient magnitudes m and m/2 everywhere inside: 1 - (2 m²/2 + c)/(m² + m²/4 + c)
+  m = float(np.asarray(ops.sobel(jnp.asarray(ramp)))[0, 8, 8, 1]) / 4
+  want = 1 - (m * m + 0.0026) / (1.25 * m * m + 0.0026)
+  np.testing.assert_allclose(np.asarray(discrepancy.gms(ramp, 0.5 * ramp))[0, 4:-4, 4:-4],
+                             want, rtol=1e-4)
+  for name in discrepancy.NAMES + ('mse+gms',):
+    assert float(jnp.abs(discrepancy.measure(name, x, x)).max()) < 1e-6, name
+
+
+def test_fae_unet_shapes_and_one_stage(tmp_path, x):
+  config = tiny_config(tmp_path, 'method=fae', 'stages=(1,)', 'fae.features=8', 'fae.levels=3',
+                       'model.padding=reflect', 'score.smoothing=mean', 'score.image=sum')
+  model = model_lib.from_config(config)
+  assert model.stage_nets == {1: 'fae'}
+  params = model.init_all(jax.random.PRNGKey(0))
+  out = inference.make_inference(config, with_sequences=True)(params, x)
+  chex.assert_shape(out['recon'], (1, 2, 16, 16, 3))
+  chex.assert_shape(out['map'], (2, 16, 16))
+  assert np.all((out['recon'] >= 0) & (out['recon'] <= 1))
+  # dilations 1..8 in a 4x4 bottleneck with reflect padding: defined, finite
+  assert np.isfinite(np.asarray(out['score'])).all()

@@ -48,8 +48,8 @@ def test_every_preset_expands_to_valid_configs():
     preset = sweep.load_preset(path.stem)
     assert preset['variants'], path
     base = sweep.config_lib.load_config(preset['config'])
-    for _, ov in preset['variants']:
-      sweep.config_lib.apply_overrides(base, ov)
+    configs = sweep.expand(preset, base)
+    assert len(configs) == len(preset['variants'])
 
 
 def test_dynamics_curves_and_files(trained_run):

@@ -104,3 +104,30 @@ def test_border_share_counts_maxima_near_the_edge():
   maps[2, 16, 16] = maps[3, 8, 8] = 1.0   # inside (8 px in is no longer "within 8 px")
   assert validation.border_share(maps) == 0.5
   assert validation.border_share(maps[:2], width=1) == 0.0
+
+
+def test_fae_noise_is_the_same_on_input_and_target(tmp_path):
+  """FAE's objective: outside the corruption its input equals its (noisy) target, the noise
+  is really there, and inside the mask the target is the clean image plus that noise."""
+  config = tiny_config(tmp_path, 'method=fae', 'stages=(1,)', 'stage1.noise=0.04',
+                       'anomaly.min_opacity=1.0')
+  images = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3), minval=0.2, maxval=0.8)
+  bank = jnp.asarray(anomalies.texture_bank(16, 3, seed=0))
+  inp, tgt, mask = anomalies.restoration_pair(jax.random.PRNGKey(1), images, jnp.arange(4),
+                                              bank, config, config.stage1)
+  outside = np.asarray(mask[..., 0]) == 0
+  assert outside.any() and (~outside).any()
+  np.testing.assert_allclose(np.asarray(inp)[outside], np.asarray(tgt)[outside], atol=1e-6)
+  noise = np.asarray(tgt - images)
+  assert np.abs(noise).max() > 1e-3 and np.abs(noise.mean()) < 0.01
+  # the objective restores exactly such a pair: with an identity network its loss is the
+  # region-balanced error of the noisy corrupted input against the noisy clean target
+  identity = types.SimpleNamespace(reconstruct=lambda params, x: x)
+  objective = losses.stage_objective(1, identity, config)
+  rng = jax.random.PRNGKey(5)
+  loss, _ = objective(None, {'textures': bank}, {'image': images, 'index': jnp.arange(4)}, rng)
+  i2, t2, m2 = anomalies.restoration_pair(jax.random.fold_in(rng, 2), images, jnp.arange(4),
+                                          bank, config, config.stage1)
+  expected = losses.region_balanced_l1(t2, i2, m2, 1.0, config.grad_weight)
+  assert float(expected) > 0.01
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)

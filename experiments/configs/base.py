@@ -9,6 +9,9 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0                     # model seed: initialisation and per-step randomness
+  # rcae: the recursive AE, DPN and CRD in three stages. fae: the Filtering Autoencoder (one
+  # U-Net restoring corrupted images in one stage; experiments/configs/fae.py sets it up).
+  c.method = 'rcae'
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'builtin'        # builtin | mvtec | visa | mtd | folder
@@ -41,7 +44,13 @@ def get_config():
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
   c.model.crd_loss = 'bce'
   c.model.crd_grad_weight = 0.1
-  c.model.dtype = 'float32'      # compute dtype: float32 | bfloat16
+  c.model.dtype = 'float32'      # compute dtype: float32 | bfloat16 (both methods)
+
+  # FAE's U-Net (method = 'fae'); groups and padding are model.groups and model.padding.
+  c.fae = ml_collections.ConfigDict()
+  c.fae.features = 32            # channels of the first level, doubling per level (max 8x)
+  c.fae.levels = 4               # resolutions (3 halvings)
+  c.fae.dilations = (1, 2, 4, 8)  # residual dilated 3x3 convs in the bottleneck
 
   # Which stages make up the model: (1,) = RcAE alone, (1, 2) = +DPN, (1, 2, 3) = full.
   c.stages = (1, 2, 3)
@@ -71,8 +80,14 @@ def get_config():
 
   c.score = ml_collections.ConfigDict()
   c.score.sigma = 4.0            # Gaussian smoothing, pixels at 256² (scaled with resolution)
-  c.score.image = 'max'          # max | topk
+  c.score.image = 'max'          # max | topk | sum (mean over the map)
   c.score.topk = 100
+  # Maps of reconstruction-scored detectors (+RcAE, +DPN, FAE): l1grad (intensity + gradient
+  # error, the paper's) | mse | ssim | gms, or several joined by + (rcae_jax/discrepancy.py).
+  c.score.discrepancy = 'l1grad'
+  c.score.smoothing = 'gaussian'  # gaussian (sigma) | mean (FAE: repeated box filter)
+  c.score.mean_size = 8          # box side in pixels at 256² (scaled; made odd)
+  c.score.mean_repeats = 3
   c.score.source = 'auto'        # auto (crd if trained, else dpn, else rcae) | crd | dpn | rcae
   c.score.threshold_quantile = 0.99  # of held-out normal scores -> decision threshold
 

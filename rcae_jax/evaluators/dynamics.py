@@ -7,6 +7,7 @@ their ratio anomalous / normal: a ratio above 1 that stays above 1 supports the 
 """
 import numpy as np
 
+from rcae_jax import config as config_lib
 from rcae_jax import figures, files
 from rcae_jax.evaluators import validation
 
@@ -41,9 +42,11 @@ def run(ctx):
   masks = ds.test_masks[pick]
   out = ctx.infer('test/dynamics', images, with_sequences=True)
   x = images.astype(np.float32) / 255.0
-  result = {'recursion': config.model.recursion, 'depth': config.model.depth,
+  depth = out['recon'].shape[0]  # N for RcAE, 1 for FAE's one restoration
+  result = {'method': config_lib.method(config), 'recursion': config.model.recursion,
+            'depth': depth,
             'n_images': int(len(pick)), 'n_anomalous': int((ds.test_labels[pick] == 1).sum()),
-            'steps': list(range(1, config.model.depth + 1)), 'R': curves(out['recon'], x, masks)}
+            'steps': list(range(1, depth + 1)), 'R': curves(out['recon'], x, masks)}
   if 'enhanced' in out:
     result['D'] = curves(out['enhanced'], x, masks)
   out_dir = workdir / 'dynamics'

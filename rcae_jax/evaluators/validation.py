@@ -71,7 +71,10 @@ def border_share(normal_maps, width=BORDER_PX):
 
 
 def recon_source(config):
-  """The reconstruction a no-CRD detector scores: D_n when a DPN is trained, else R_n."""
+  """The reconstruction a no-CRD detector scores: D_n when a DPN is trained, else R_n
+  (FAE: its one restoration)."""
+  if config_lib.method(config) == 'fae':
+    return 'fae'
   return 'dpn' if 2 in config.stages else 'rcae'
 
 

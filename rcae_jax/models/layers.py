@@ -12,11 +12,12 @@ class ConvNormAct(nn.Module):
   groups: int = 8
   dtype: jnp.dtype = jnp.float32
   padding: str = 'SAME'
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x):
     x = nn.Conv(self.features, self.kernel, self.strides, padding=self.padding,
-                dtype=self.dtype)(x)
+                kernel_dilation=self.dilation, dtype=self.dtype)(x)
     if self.groups:
       x = nn.GroupNorm(num_groups=self.groups, dtype=self.dtype)(x)
     return nn.silu(x)
