@@ -94,14 +94,22 @@ def run(config, params, images, with_sequences=False, batch_size=None, mesh=None
   n_dev = mesh.devices.size
   bs = -(-(batch_size or config.eval_batch_size) // n_dev) * n_dev
   params = parallel.replicate(params, mesh)
-  outs = []
+  outs, pending = [], None
+
+  def fetch(job):  # the host copy of a finished batch, its padding dropped
+    out, n = jax.device_get(job[0]), job[1]
+    outs.append({k: np.take(v, np.arange(n), axis=_batch_axis(k)) for k, v in out.items()})
+
   for start in range(0, len(images), bs):
     chunk = images[start:start + bs]
     n = len(chunk)
     if n < bs:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-    out = jax.device_get(fn(params, chunk))
-    outs.append({k: np.take(v, np.arange(n), axis=_batch_axis(k)) for k, v in out.items()})
+    job = (fn(params, chunk), n)  # dispatched before the previous batch is fetched
+    if pending:
+      fetch(pending)
+    pending = job
+  fetch(pending)
   return {k: np.concatenate([o[k] for o in outs], axis=_batch_axis(k)) for k in outs[0]}
 
 
