@@ -1,4 +1,4 @@
-"""Command line: python -m rcae_jax {train,evaluate,predict,demo,bench,sweep,dynamics} ..."""
+"""Command line: python -m rcae_jax {prepare,train,evaluate,predict,demo,bench,sweep,dynamics} ..."""
 import argparse
 import os
 import pathlib
@@ -28,7 +28,18 @@ def _parser():
                  help='a shipped config by name (tiny, mtd:cpu, ...) or path/to/config.py[:arg]')
   p.add_argument('--workdir', required=True)
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
-  p.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize()')
+  p.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() '
+                 '(pods and SLURM set it up from the environment)')
+  p.add_argument('--coordinator', default=None, metavar='HOST:PORT',
+                 help='multi-process without a cluster: process 0\'s address (e.g. '
+                      '127.0.0.1:29500), with --num-processes and --process-id')
+  p.add_argument('--num-processes', type=int, default=None)
+  p.add_argument('--process-id', type=int, default=None)
+  _add_data(p)
+  p = sub.add_parser('prepare', help='write a category as TFDS array_record at the config\'s '
+                     'resolution (then train/evaluate with --set data.source=prepared)')
+  p.add_argument('--config', default='base')
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   _add_data(p)
   p = sub.add_parser('evaluate', help="score a run's test set")
   p.add_argument('--workdir', required=True)
@@ -94,10 +105,20 @@ def _run(args):
   from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if args.cmd == 'train':
     from rcae_jax import parallel, train  # pylint: disable=g-import-not-at-top
-    parallel.maybe_initialize_distributed(args.distributed)
+    if args.coordinator and (args.num_processes is None or args.process_id is None):
+      raise config_lib.ConfigError('--coordinator needs --num-processes and --process-id')
+    parallel.maybe_initialize_distributed(args.distributed, args.coordinator,
+                                          args.num_processes, args.process_id)
     config = config_lib.load_config(args.config, _data_overrides(args) + args.set)
     done = train.train(config, args.workdir)
     print(f'done: model bundle in {args.workdir}/model' if done is not None else 'stopped')
+  elif args.cmd == 'prepare':
+    from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    config = config_lib.load_config(args.config, _data_overrides(args) + args.set)
+    path = data_lib.prepare(config)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    print(f'prepared {path} ({size / 2 ** 20:.1f} MiB); train from it with '
+          '--set data.source=prepared')
   elif args.cmd == 'evaluate':
     from rcae_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.evaluate(args.workdir, _data_overrides(args))

@@ -127,9 +127,9 @@ def bench_infer(config, mesh, iters):
 def bench_input(config, mesh, iters):
   images = _images(config, 64)
   gen = batches.prefetch_to_device(images, config.batch_size, 0, 0, iters + 1, mesh)
-  jax.block_until_ready(next(gen))
+  jax.block_until_ready(next(gen)[0])
   times = []
-  for batch in gen:
+  for batch, _ in gen:
     t0 = time.perf_counter()
     jax.block_until_ready(batch)
     times.append(time.perf_counter() - t0)

@@ -1,11 +1,12 @@
 """Orbax state: each stage's training checkpoints, and the model bundle of a finished run."""
 import pathlib
 
+import grain.checkpoint as grain_ckpt
 import jax
 import orbax.checkpoint as ocp
 
 from rcae_jax import config as config_lib
-from rcae_jax import faults, files
+from rcae_jax import faults, files, parallel
 
 
 def manager(path):
@@ -18,25 +19,47 @@ def manager(path):
                                            cleanup_tmp_directories=True))
 
 
-def save(mgr, state, stage):
-  """Saves a train state (asynchronously; `mgr.wait_until_finished()` before exiting)."""
-  step = int(jax.device_get(state['step']).reshape(-1)[0])
-  mgr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step})), force=True)
+class DataState:
+  """The grain iterator state (bytes) in the shape grain's Orbax handler saves and restores
+  (one file per process)."""
+
+  def __init__(self, state=None):
+    self.state = state
+
+  def get_state(self):
+    return self.state
+
+  def set_state(self, state):
+    self.state = state
+
+  def start_prefetch(self):
+    pass
+
+
+def save(mgr, state, stage, data_state=None):
+  """Saves a train state and the data iterator's state after its last batch (asynchronously;
+  `mgr.wait_until_finished()` before exiting)."""
+  step = int(parallel.to_host(state['step']).reshape(-1)[0])
+  items = dict(state=ocp.args.StandardSave(state),
+               meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step}))
+  if data_state is not None:
+    items['data'] = grain_ckpt.CheckpointSave(DataState(data_state))
+  mgr.save(step, args=ocp.args.Composite(**items), force=True)
   faults.point(f'stage{stage}:saving{step}')
 
 
 def restore(mgr, like):
-  """The latest saved state, with the shapes, dtypes and shardings of the state `like`;
-  None before the first save."""
+  """The latest saved (state, data iterator state or None), with the shapes, dtypes and
+  shardings of the state `like`; None before the first save."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
   steps = sorted(mgr.all_steps(), reverse=True)
   for i, step in enumerate(steps):
     try:
-      out = mgr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-      return out['state']
+      items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+      if (pathlib.Path(mgr.directory) / str(step) / 'data').is_dir():
+        items['data'] = grain_ckpt.CheckpointRestore(DataState())
+      out = mgr.restore(step, args=ocp.args.Composite(**items))
+      return out['state'], (out['data'].state if 'data' in items else None)
     except Exception as e:  # pylint: disable=broad-except
       # A step directory that exists but cannot be read (a copy cut short, a damaged disk):
       # never load it; fall back to the step before.
@@ -62,7 +85,8 @@ def save_bundle(workdir, params, config):
     ckpt.save(path / 'params', params, force=True)
     ckpt.wait_until_finished()
   faults.point('bundle')
-  files.atomic_write(path / 'config.json', config_lib.to_json(config))
+  if jax.process_index() == 0:
+    files.atomic_write(path / 'config.json', config_lib.to_json(config))
 
 
 def load_bundle(workdir):

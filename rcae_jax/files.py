@@ -3,7 +3,7 @@ import json
 import os
 import pathlib
 
-from rcae_jax import faults
+from rcae_jax import faults, trace
 
 
 class CorruptFileError(ValueError):
@@ -21,6 +21,7 @@ def atomic_write(path, data):
     os.fsync(f.fileno())
   faults.point(f'write:{path.name}')
   os.replace(tmp, path)
+  trace.record('writes', path)
 
 
 def read_json(path):

@@ -105,6 +105,9 @@ def run(config, params, images, with_sequences=False, batch_size=None, mesh=None
     n = len(chunk)
     if n < bs:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
+    # placed explicitly: with several processes jit refuses sharded numpy inputs (this
+    # mesh holds only this process's devices; each process evaluates on its own)
+    chunk = jax.device_put(chunk, parallel.NamedSharding(mesh, parallel.P(parallel.AXIS)))
     job = (fn(params, chunk), n)  # dispatched before the previous batch is fetched
     if pending:
       fetch(pending)

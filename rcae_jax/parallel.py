@@ -17,11 +17,18 @@ AXIS = 'data'
 _DIST_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
 
 
-def maybe_initialize_distributed(force=False):
-  """Multi-host: jax.distributed.initialize() when asked for or the environment sets it up."""
-  if force or any(os.environ.get(k) for k in _DIST_ENV) or (
-      os.environ.get('SLURM_NTASKS', '1') != '1' and 'SLURM_JOB_ID' in os.environ):
-    jax.distributed.initialize()
+def maybe_initialize_distributed(force=False, coordinator=None, num_processes=None,
+                                 process_id=None):
+  """Multi-host: jax.distributed.initialize() when asked for (explicitly, as on localhost:
+  coordinator 'host:port', num_processes, process_id) or when the environment sets it up
+  (a TPU pod, SLURM, JAX_COORDINATOR_ADDRESS)."""
+  if not (force or coordinator or any(os.environ.get(k) for k in _DIST_ENV) or (
+      os.environ.get('SLURM_NTASKS', '1') != '1' and 'SLURM_JOB_ID' in os.environ)):
+    return
+  # CPU devices of several processes talk through gloo (no effect on GPU/TPU backends)
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)
 
 
 def make_mesh(devices=None):
@@ -54,6 +61,16 @@ def process_slice(global_batch):
 
 def replicate(tree, mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def to_host(tree):
+  """Replicated (global) arrays -> numpy, from this process's own copy: with several
+  processes a global array spans devices this process cannot read."""
+  def get(x):
+    if isinstance(x, jax.Array):
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree.map(get, tree)
 
 
 def shard_batch(local_tree, mesh):

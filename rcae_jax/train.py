@@ -119,9 +119,10 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   state = parallel.replicate(step_fn.init_state(), mesh)
   mgr = checkpoints.manager(stage_dir / 'ckpt')
   restored = checkpoints.restore(mgr, like=state)
+  data_state = None
   if restored is not None:
-    state = restored
-  start = int(np.asarray(state['step']).reshape(-1)[0])
+    state, data_state = restored
+  start = int(parallel.to_host(state['step']).reshape(-1)[0])
   log_path = stage_dir / 'metrics.jsonl'
   is_main = jax.process_index() == 0
   if is_main:
@@ -132,14 +133,15 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   bar = tqdm.tqdm(total=total, initial=start, desc=f'stage {stage} ({step_fn.net})',
                   disable=not is_main, mininterval=1.0, dynamic_ncols=True)
   batches = batches_lib.prefetch_to_device(train_images, config.batch_size, config.data.seed,
-                                           start, end, mesh)
+                                           start, end, mesh, state=data_state,
+                                           read_threads=config.data.read_threads)
   t0, n_img = time.perf_counter(), 0
-  for step, batch in zip(range(start, end), batches):
+  for step, (batch, data_state) in zip(range(start, end), batches):
     state, metrics = step_fn(state, frozen, batch, step)
     n_img += config.batch_size
     done = step + 1
     if done % config.log_every == 0 or done == end:
-      m = jax.tree.map(lambda v: np.asarray(v).tolist(), metrics)  # the only host sync
+      m = jax.tree.map(lambda v: v.tolist(), parallel.to_host(metrics))  # the only host sync
       dt = time.perf_counter() - t0
       rec = {'step': done, **m, 'images_per_s': n_img / dt}
       if is_main:
@@ -149,7 +151,7 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
       t0, n_img = time.perf_counter(), 0
     faults.point(f'stage{stage}:step{done}')
     if done % config.ckpt_every == 0 or done == end:
-      checkpoints.save(mgr, state, stage)
+      checkpoints.save(mgr, state, stage, data_state)
     bar.update(1)
   bar.close()
   mgr.wait_until_finished()
@@ -196,7 +198,7 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
     if not finished:
       return None  # stopped early, as an interrupted run would be
     faults.point(f'after-stage{stage}')
-  params = jax.device_get(params)
+  params = parallel.to_host(params)
   checkpoints.save_bundle(workdir, params, config)
   evaluators.run(evaluators.AFTER_TRAINING, evaluators.Context(workdir, config, params, dataset))
   return params

@@ -120,14 +120,31 @@ def test_batches_are_a_function_of_step():
   assert not np.array_equal(perm(2), perm(3))
   mesh = parallel.make_mesh()
   images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
-  full = [np.asarray(b['image'])[:, 0, 0, 0]
-          for b in batches.prefetch_to_device(images, 4, 0, 0, 9, mesh)]
-  resumed = [np.asarray(b['image'])[:, 0, 0, 0]
-             for b in batches.prefetch_to_device(images, 4, 0, 5, 9, mesh)]
-  np.testing.assert_array_equal(full[7], expected)
-  np.testing.assert_array_equal(np.stack(full[5:]), np.stack(resumed))  # resume = same stream
+  full = list(batches.prefetch_to_device(images, 4, 0, 0, 9, mesh))
+  firsts = [np.asarray(b['image'])[:, 0, 0, 0] for b, _ in full]
+  np.testing.assert_array_equal(firsts[7], expected)
+  # Resume from grain's saved state after step 4, and (old checkpoints) from the step alone.
+  for state in (full[4][1], None):
+    resumed = [np.asarray(b['image'])[:, 0, 0, 0]
+               for b, _ in batches.prefetch_to_device(images, 4, 0, 5, 9, mesh, state=state)]
+    np.testing.assert_array_equal(np.stack(firsts[5:]), np.stack(resumed))
+  with pytest.raises(batches.DataPositionError, match='step 6 starts at 24'):
+    list(batches.prefetch_to_device(images, 4, 0, 6, 9, mesh, state=full[4][1]))
   epoch = np.concatenate([batches.batch_indices(10, 5, 0, s) for s in range(2)])
   assert sorted(epoch.tolist()) == list(range(10))  # each epoch visits every image once
+
+
+def test_each_host_reads_its_contiguous_slice():
+  """grain gives process p of P the sampler indices p, p+P, ...; HostSlices maps them to
+  p's slice of each global batch, so the hosts together read each batch exactly once."""
+  global_batch, hosts = 8, 2
+  sampler = batches.HostSlices(global_batch, hosts)
+  for p in range(hosts):
+    keys = [sampler[k * hosts + p].record_key for k in range(3 * global_batch // hosts)]
+    want = [s * global_batch + p * 4 + j for s in range(3) for j in range(4)]
+    assert keys == want
+  with pytest.raises(ValueError, match='does not split'):
+    batches.HostSlices(6, 4)
 
 
 @pytest.mark.parametrize('breakage,match', [
@@ -165,3 +182,45 @@ def test_bad_input_is_named(tmp_path, breakage, match):
     data_lib.load(_cfg(tmp_path, 'mvtec', root), need_test=True)
   if bad_file is not None:
     assert str(bad_file.name) in str(err.value)
+
+
+@pytest.mark.parametrize('layout', ['mvtec', 'visa', 'mtd', 'folder'])
+def test_prepared_records_equal_the_decoded_arrays(tmp_path, layout):
+  """TFDS array_record written by `prepare` and read back lazily holds exactly the arrays,
+  labels, defects and names of the in-memory path, with the same held-out split; no
+  TensorFlow is needed to build or read it."""
+  import sys  # pylint: disable=g-import-not-at-top
+  make = {'mvtec': make_mvtec, 'visa': make_visa, 'mtd': make_mtd,
+          'folder': lambda r: make_mvtec(r, 'mine') / 'mine'}[layout]
+  root = make(tmp_path / layout)
+  cfg = _cfg(tmp_path, layout, root, *(['data.channels=1'] if layout == 'mtd' else []))
+  files = data_lib.load(cfg, need_test=True)
+  path = data_lib.prepare(cfg)
+  assert sorted(p.name.split('.')[0] for p in path.glob('*.array_record*')) == [
+      'rcae_images-test', 'rcae_images-train']
+  lazy = data_lib.load(tiny_config(tmp_path / 'cache', *[
+      o for o in cfg_overrides(cfg)], 'data.source=prepared', 'data.root=/nonexistent'),
+                       need_test=True)
+  assert lazy.category == files.category
+  for field in ('train', 'val', 'test', 'test_masks'):
+    got, want = getattr(lazy, field), getattr(files, field)
+    assert got.shape == want.shape and got.dtype == want.dtype, field
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(got[1:3], want[1:3])
+    pick = np.array([len(want) - 1, 0])
+    np.testing.assert_array_equal(got[pick], want[pick])
+  np.testing.assert_array_equal(lazy.test_labels, files.test_labels)
+  assert lazy.test_defects == files.test_defects and lazy.test_names == files.test_names
+  assert 'tensorflow' not in sys.modules
+
+
+def cfg_overrides(cfg):
+  d = cfg.data
+  return [f'data.name={d.name}', f'data.val_fraction={d.val_fraction}',
+          f'data.channels={d.channels}']
+
+
+def test_unprepared_data_is_named(tmp_path):
+  cfg = tiny_config(tmp_path / 'cache', 'data.source=prepared', 'data.category=brick')
+  with pytest.raises(DataError, match='is not prepared; run python -m rcae_jax prepare'):
+    data_lib.load(cfg)

@@ -22,6 +22,10 @@ def get_config():
   c.data.val_fraction = 0.1      # normal train images held out for calibration
   c.data.train_fraction = 1.0    # ablation "10 % of the training data" = 0.1
   c.data.cache_dir = ''          # '' = ~/.cache/rcae_jax
+  c.data.source = 'files'        # files: decode into memory (cached .npz) | prepared: the
+                                 # array_record data `python -m rcae_jax prepare` wrote
+  c.data.prepared_dir = ''       # '' = <cache_dir>/prepared
+  c.data.read_threads = 4        # grain reader threads
   c.data.seed = 0                # held-out split, batch order and the depth schedule
 
   c.model = ml_collections.ConfigDict()

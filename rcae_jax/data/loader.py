@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from rcae_jax.data import builtin, folder, mtd, mvtec, visa
+from rcae_jax.data import builtin, folder, mtd, mvtec, prepared, visa
 from rcae_jax.data.common import Dataset, DataError, decode
 
 LAYOUTS = {'builtin': mvtec, 'mvtec': mvtec, 'visa': visa, 'mtd': mtd, 'folder': folder}
@@ -28,8 +28,21 @@ def categories(config):
   return LAYOUTS[config.data.name].categories(resolve_root(config))
 
 
-def load_split(config):
-  """-> (category, train samples, val samples, test samples), checked, before decoding."""
+def split_indices(n, config):
+  """Held-out and training indices among n normal training images: a function of
+  (n, data.seed, data.val_fraction, data.train_fraction) alone, sorted."""
+  rng = np.random.default_rng(config.data.seed)
+  order = rng.permutation(n)
+  n_val = int(round(n * config.data.val_fraction))
+  if config.data.val_fraction > 0 and n >= 2:
+    n_val = max(1, n_val)
+  val = np.sort(order[:n_val])
+  rest = np.sort(order[n_val:])
+  n_keep = max(1, int(round(len(rest) * config.data.train_fraction)))
+  return np.sort(rng.permutation(rest)[:n_keep]), val
+
+
+def _layout_samples(config):
   root = resolve_root(config)
   layout = LAYOUTS[config.data.name]
   cats = layout.categories(root)
@@ -39,27 +52,49 @@ def load_split(config):
   train, test = layout.samples(root, category)
   if not train:
     raise DataError(f'{root} category {category!r}: no normal training images (empty category)')
-  rng = np.random.default_rng(config.data.seed)
-  order = rng.permutation(len(train))
-  n_val = int(round(len(train) * config.data.val_fraction))
-  if config.data.val_fraction > 0 and len(train) >= 2:
-    n_val = max(1, n_val)
-  val = [train[i] for i in sorted(order[:n_val])]
-  rest = sorted(order[n_val:])
-  n_keep = max(1, int(round(len(rest) * config.data.train_fraction)))
-  train = [train[i] for i in sorted(rng.permutation(rest)[:n_keep])]
-  return category, train, val, test
+  return category, train, test
+
+
+def load_split(config):
+  """-> (category, train samples, val samples, test samples), checked, before decoding."""
+  category, train, test = _layout_samples(config)
+  train_idx, val_idx = split_indices(len(train), config)
+  return category, [train[i] for i in train_idx], [train[i] for i in val_idx], test
+
+
+def prepare(config):
+  """Writes the configured category as TFDS array_record (see data/prepared.py)."""
+  category, train, test = _layout_samples(config)
+  return prepared.prepare(config, cache_dir(config), category, (train, test))
+
+
+def _check_test(config, category, labels):
+  if not len(labels):
+    raise DataError(f'{config.data.name} category {category!r}: no test images')
+  if not np.any(labels):
+    raise DataError(f'{config.data.name} category {category!r}: the test split has no '
+                    'anomalies, so no metric can be computed')
+
+
+def _load_prepared(config, need_test):
+  cats = prepared.prepared_categories(config, cache_dir(config))
+  category = config.data.category or (cats[0] if cats else 'mtd' if config.data.name == 'mtd'
+                                      else '<category>')
+  ds = prepared.load(config, cache_dir(config), category,
+                     lambda n: split_indices(n, config), need_test)
+  if need_test:
+    _check_test(config, category, ds.test_labels)
+  return ds
 
 
 def load(config, need_test=False):
-  """Decoded arrays of the configured category (cached per resolution)."""
+  """The configured category: decoded arrays (data.source=files, cached per resolution) or
+  lazy views of the prepared records (data.source=prepared)."""
+  if config.data.source == 'prepared':
+    return _load_prepared(config, need_test)
   category, train, val, test = load_split(config)
   if need_test:
-    if not test:
-      raise DataError(f'{config.data.name} category {category!r}: no test images')
-    if not any(s.label for s in test):
-      raise DataError(f'{config.data.name} category {category!r}: the test split has no '
-                      'anomalies, so no metric can be computed')
+    _check_test(config, category, [s.label for s in test])
   res, ch, cdir = config.data.resolution, config.data.channels, cache_dir(config) / 'decoded'
   train_x, _ = decode(train, res, ch, cdir, with_masks=False)
   val_x, _ = decode(val, res, ch, cdir, with_masks=False)

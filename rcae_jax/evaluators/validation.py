@@ -16,17 +16,25 @@ def validation_set(config, val_images, seed=0):
 
   Every shape and filler is used, whatever the run trained on, with a texture bank cropped
   with another seed, so runs that differ in their training pseudo-anomalies are compared on
-  the same set.
+  the same set. Image i's copy takes image i-1 as its `other` source and key i of one split,
+  and is built in batches of eval_batch_size (the set is a function of the images alone).
   """
   res, ch = config.data.resolution, config.data.channels
   textures = anomalies.texture_bank(res, ch, seed=seed + 1)
-  x = val_images.astype(np.float32) / 255.0
-  fn = lambda k, img, other: anomalies.synthesize(k, img, other, textures, p_clean=0.0)
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(x))
-  bad, mask = jax.jit(jax.vmap(fn))(keys, x, np.roll(x, 1, axis=0))
-  bad = np.round(np.asarray(bad) * 255.0).astype(np.uint8)
-  images = np.concatenate([val_images, bad])
-  masks = np.concatenate([np.zeros(mask.shape[:3], bool), np.asarray(mask)[..., 0] > 0.5])
+  n, bs = len(val_images), config.eval_batch_size
+  keys = jax.random.split(jax.random.PRNGKey(seed), n)
+  fn = jax.jit(jax.vmap(
+      lambda k, img, other: anomalies.synthesize(k, img / 255.0, other / 255.0, textures,
+                                                 p_clean=0.0)))
+  images = np.empty((2 * n, res, res, ch), np.uint8)
+  masks = np.zeros((2 * n, res, res), bool)
+  for start in range(0, n, bs):
+    idx = np.arange(start, min(n, start + bs))
+    x = np.asarray(val_images[idx])
+    bad, mask = fn(keys[idx], x.astype(np.float32), np.asarray(val_images[idx - 1]).astype(
+        np.float32))
+    images[idx], images[n + idx] = x, np.round(np.asarray(bad) * 255.0).astype(np.uint8)
+    masks[n + idx] = np.asarray(mask)[..., 0] > 0.5
   return images, masks
 
 
@@ -41,7 +49,7 @@ def run(ctx):
     return None
   images, masks = validation_set(config, val_images, config.data.seed)
   labels = masks.reshape(len(masks), -1).any(axis=1)
-  clean = np.concatenate([val_images, val_images])
+  clean = np.concatenate([images[:len(val_images)]] * 2)
   supp, rec_cfg = suppression_of(ctx, images, clean, labels, masks)
   # without a CRD the configured score is the reconstruction's: the memoised inference
   # suppression_of ran serves both

@@ -1,0 +1,177 @@
+"""Prepared data: one category at one resolution as TFDS array_record, read lazily.
+
+`prepare(config)` runs a TFDS `GeneratorBasedBuilder` over the user's local copy of any
+layout (MVTec AD, VisA, MTD, folder, builtin) and writes `train` (every normal training
+image, in the layout's order) and `test` splits of (image, mask, label, defect, file). Images
+are stored decoded and resized (by the same functions as the in-memory path, so the arrays
+are identical) as zlib-compressed uint8 tensors: `tfds.features.Image` would need TensorFlow
+to encode, and neither building nor reading here needs it. Shuffling is disabled so that
+record i is sample i and the held-out split is the same index split as in memory.
+
+Reading (`load`) returns `Records`: array-like views (len, shape, [i], [slice], [indices])
+that decode only what is indexed, so host memory does not grow with the dataset.
+"""
+import concurrent.futures
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rcae_jax.data import common
+
+VERSION = '1.0.0'
+
+
+def config_name(layout, category, resolution, channels):
+  return f'{layout}-{category}-{resolution}px-{channels}ch'
+
+
+class RcaeImages(tfds.core.GeneratorBasedBuilder):
+  """One category of an anomaly-detection layout at one resolution."""
+
+  VERSION = tfds.core.Version(VERSION)
+
+  def __init__(self, *, layout, category, resolution, channels, samples=None, **kwargs):
+    self._spec = dict(layout=layout, category=category, resolution=resolution,
+                      channels=channels)
+    self._samples = samples  # (train, test) lists of common.Sample; only to build
+    super().__init__(config=tfds.core.BuilderConfig(
+        name=config_name(layout, category, resolution, channels), version=VERSION),
+                     file_format='array_record', **kwargs)
+
+  def _info(self):
+    r, c = self._spec['resolution'], self._spec['channels']
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=f'{self._spec} for rcae_jax',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(r, r, c), dtype=np.uint8, encoding='zlib'),
+            'mask': tfds.features.Tensor(shape=(r, r), dtype=np.uint8, encoding='zlib'),
+            'label': np.int32,
+            'defect': tfds.features.Text(),
+            'file': tfds.features.Text(),
+        }),
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    if self._samples is None:
+      raise common.DataError(f'{self.data_dir}: not prepared, and no source to prepare from')
+    train, test = self._samples
+    self.info.metadata['spec'] = self._spec
+    self.info.metadata['splits'] = {
+        name: {'label': [s.label for s in split], 'defect': [s.defect for s in split],
+               'file': [s.image for s in split]} for name, split in (('train', train),
+                                                                     ('test', test))}
+    return {'train': self._generate_examples(train, False),
+            'test': self._generate_examples(test, True)}
+
+  def _generate_examples(self, samples, with_masks):
+    r, c = self._spec['resolution'], self._spec['channels']
+    zero = np.zeros((r, r), np.uint8)
+
+    def read(s):
+      image = common.read_image(s.image, r, c)
+      mask = (common.read_mask(s.mask, s.image, r, s.mask_min).astype(np.uint8)
+              if with_masks and s.mask else zero)
+      return {'image': image, 'mask': mask, 'label': s.label, 'defect': s.defect,
+              'file': s.image}
+
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+      for i, example in enumerate(pool.map(read, samples)):
+        yield f'{i:08d}', example
+
+
+def prepared_dir(config, cache_dir):
+  return pathlib.Path(config.data.prepared_dir or cache_dir / 'prepared')
+
+
+def builder(config, cache_dir, category, samples=None):
+  d = config.data
+  return RcaeImages(layout=d.name, category=category, resolution=d.resolution,
+                    channels=d.channels, samples=samples,
+                    data_dir=str(prepared_dir(config, cache_dir)))
+
+
+def prepare(config, cache_dir, category, samples):
+  """Builds (once) the prepared category; returns its directory."""
+  b = builder(config, cache_dir, category, samples)
+  b.download_and_prepare()
+  return pathlib.Path(b.data_path)
+
+
+def prepared_categories(config, cache_dir):
+  """Categories prepared for this layout, resolution and channels, sorted."""
+  d = config.data
+  base = prepared_dir(config, cache_dir) / 'rcae_images'
+  suffix = f'-{d.resolution}px-{d.channels}ch'
+  prefix = f'{d.name}-'
+  if not base.is_dir():
+    return []
+  return sorted(p.name[len(prefix):-len(suffix)] for p in base.iterdir()
+                if p.name.startswith(prefix) and p.name.endswith(suffix)
+                and (p / VERSION / 'dataset_info.json').exists())
+
+
+class Records:
+  """A read-only array view of one field of a prepared split at the given record indices."""
+
+  def __init__(self, source, field, indices, shape, dtype, description):
+    self._source, self._field = source, field
+    self._indices = np.asarray(indices, np.int64)
+    self.shape = (len(self._indices),) + tuple(shape)
+    self.dtype = np.dtype(dtype)
+    self.description = description
+
+  def __len__(self):
+    return len(self._indices)
+
+  def _one(self, record):
+    return np.asarray(self._source[int(record)][self._field]).astype(self.dtype, copy=False)
+
+  def __getitem__(self, key):
+    if isinstance(key, (int, np.integer)):
+      return self._one(self._indices[key])
+    picked = self._indices[key]
+    out = np.empty((len(picked),) + self.shape[1:], self.dtype)
+    for j, record in enumerate(picked):
+      out[j] = self._one(record)
+    return out
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+
+def load(config, cache_dir, category, split_indices, need_test):
+  """-> common.Dataset whose arrays are `Records` views over the prepared category."""
+  d = config.data
+  b = builder(config, cache_dir, category)
+  if not (pathlib.Path(b.data_path) / 'dataset_info.json').exists():
+    raise common.DataError(
+        f'{b.data_path}: {d.name}/{category} at {d.resolution}px, {d.channels} channel(s) is not '
+        f'prepared; run python -m rcae_jax prepare --config <the same config> '
+        f'--data {d.name}:<root> --category {category}')
+  meta = b.info.metadata['splits']
+  r, c = d.resolution, d.channels
+  name = config_name(d.name, category, r, c)
+  train_src = b.as_data_source('train')
+  train_idx, val_idx = split_indices(len(train_src))
+  digest = hashlib.sha1(train_idx.tobytes()).hexdigest()[:12]
+  ds = common.Dataset(
+      d.name, category,
+      Records(train_src, 'image', train_idx, (r, r, c), np.uint8, f'{name}/train:{digest}'),
+      Records(train_src, 'image', val_idx, (r, r, c), np.uint8, f'{name}/val'))
+  if need_test:
+    test_src = b.as_data_source('test')
+    idx = np.arange(len(test_src))
+    ds.test = Records(test_src, 'image', idx, (r, r, c), np.uint8, f'{name}/test')
+    ds.test_masks = Records(test_src, 'mask', idx, (r, r), bool, f'{name}/test_masks')
+    ds.test_labels = np.asarray(meta['test']['label'], np.int32)
+    ds.test_defects = tuple(meta['test']['defect'])
+    ds.test_names = tuple(meta['test']['file'])
+  return ds
