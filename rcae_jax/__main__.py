@@ -65,6 +65,9 @@ def _parser():
   p.add_argument('--devices', nargs='*', type=int, default=None,
                  help='device counts to time (default: 1 and all)')
   p.add_argument('--iters', type=int, default=10)
+  p.add_argument('--compile-only', action='store_true',
+                 help='compile and report XLA\'s memory accounting and FLOPs, run nothing '
+                      '(programs too large or slow to run on this machine)')
   p.add_argument('--peak-tflops', type=float, default=None, help='override the peak table')
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p.add_argument('--out', required=True)

@@ -171,13 +171,25 @@ def _partners(images):
   return images.reshape((b // 2, 2) + images.shape[1:])[:, ::-1].reshape(images.shape)
 
 
+def one_at_a_time(config):
+  """anomaly.batching: 'map' draws the examples one after another (lax.map), so only each
+  example's own shape and filler are computed: under vmap `lax.switch` becomes a select
+  over every branch, for every example (the curve alone is 16 full-size distance maps).
+  'vmap' is faster at small sizes; 'auto' maps from 512² up."""
+  b = config.anomaly.get('batching', 'auto')
+  return b == 'map' or (b == 'auto' and config.data.resolution >= 512)
+
+
 def synthesize_batch(key, images, indices, textures, config):
-  """Per-example keys from (step key, global example index): device-count independent."""
+  """Per-example keys from (step key, global example index): device-count independent, and
+  the same examples whether drawn mapped or vmapped (`one_at_a_time`)."""
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
   other = _partners(images)
   a = config.anomaly
   fn = functools.partial(synthesize, shapes=tuple(a.shapes), fillers=tuple(a.fillers),
                          p_clean=a.p_clean, min_opacity=a.min_opacity, max_size=a.max_size)
+  if one_at_a_time(config):
+    return jax.lax.map(lambda kio: fn(*kio, textures), (keys, images, other))
   return jax.vmap(fn, in_axes=(0, 0, 0, None))(keys, images, other, textures)
 
 

@@ -58,12 +58,15 @@ def _cost(programs):
 
 
 def _memory(compiled):
+  """XLA's own accounting of the compiled program (per device): total, and its parts."""
   try:
     m = compiled.memory_analysis()
-    return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-               - m.alias_size_in_bytes)
+    return {'compiled_bytes': int(m.temp_size_in_bytes + m.argument_size_in_bytes
+                                  + m.output_size_in_bytes - m.alias_size_in_bytes),
+            'temp_bytes': int(m.temp_size_in_bytes),
+            'argument_bytes': int(m.argument_size_in_bytes)}
   except Exception:  # pylint: disable=broad-except
-    return None
+    return {'compiled_bytes': None}
 
 
 def _peak_bytes(mesh):
@@ -107,6 +110,8 @@ def bench_train(stage, config, mesh, iters):
   t0 = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
+  if iters is None:  # compile only
+    return compile_s, [], (lowered, compiled), None, layers.count_params(params[step.net])
   times, (state, metrics) = _time(compiled, (state, frozen, batch), iters, carry_state=True)
   return compile_s, times, (lowered, compiled), _hash(metrics), layers.count_params(
       params[step.net])
@@ -120,6 +125,8 @@ def bench_infer(config, mesh, iters):
   t0 = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
+  if iters is None:  # compile only
+    return compile_s, [], (lowered, compiled), None, layers.count_params(params)
   times, out = _time(compiled, (params, x), iters, carry_state=False)
   return compile_s, times, (lowered, compiled), _hash(out['score']), layers.count_params(params)
 
@@ -156,8 +163,11 @@ def run_one(name, config, mesh, iters, peak):
     compile_s, times, (lowered, compiled), out_hash, n_params = fn(config, mesh, iters)
     flops, source = _cost((lowered, compiled))
     row.update(compile_s=compile_s, flops=flops, flops_source=source, output_hash=out_hash,
-               params=n_params,
-               compiled_bytes=_memory(compiled))
+               params=n_params, **_memory(compiled))
+  if not times:  # compile only: what the program needs, not how fast it runs
+    row.update(step_s_median=None, images_per_s=None, flops_per_s=None, peak_fraction=None,
+               compile_only=True)
+    return row
   med = statistics.median(times)
   row.update(step_s_median=med, step_s_min=min(times), step_s_max=max(times),
              iters=len(times), images_per_s=config.batch_size / med)
@@ -187,6 +197,8 @@ def main(args):
   if missing:
     raise config_lib.ConfigError(f'bench --what {",".join(missing)}: method='
                                  f'{config_lib.method(base)} trains stages {sorted(stages)} only')
+  if args.compile_only:
+    what = [w for w in what if w != 'input']  # the input pipeline has no program
   n_all = len(jax.devices())
   counts = sorted(set(args.devices or [1, n_all]))
   bad = [n for n in counts if not 1 <= n <= n_all]
@@ -205,8 +217,13 @@ def main(args):
         mesh = parallel.make_mesh(jax.devices()[:n_dev])
         parallel.local_batch_size(config.batch_size, mesh)
         for name in what:
-          row = run_one(name, config, mesh, args.iters, peak)
+          row = run_one(name, config, mesh, None if args.compile_only else args.iters, peak)
           rows.append(row)
+          if args.compile_only:
+            print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  compile "
+                  f"{row['compile_s']:.2f}s  program {(row['compiled_bytes'] or 0) / 2**30:.2f} "
+                  "GiB", flush=True)
+            continue
           print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  "
                 f"compile {row['compile_s']:.2f}s  step {row['step_s_median'] * 1e3:9.2f} ms  "
                 f"{row['images_per_s']:9.1f} img/s"

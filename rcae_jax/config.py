@@ -109,6 +109,7 @@ def _set(config, key, value):
 _CHOICES = {
     'data.name': ('builtin', 'mvtec', 'visa', 'mtd', 'folder'),
     'data.source': ('files', 'prepared'),
+    'anomaly.batching': ('auto', 'map', 'vmap'),
     'model.recursion': ('depth', 'iterate'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.crd_loss': ('l2', 'bce'),

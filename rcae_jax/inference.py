@@ -1,8 +1,9 @@
 """The one inference path: images -> smoothed anomaly maps and image scores.
 
 `make_inference` is the pure function; `compiled` jits it over a device mesh (params
-replicated, the batch split over the devices, as in training); `run` applies it to host
-arrays in fixed-size batches (the last one padded) so a whole test set compiles once.
+replicated, the batch split over the devices, as in training); `batches` streams it over
+host images in fixed-size batches (the last one padded) so a whole test set compiles once,
+and `run` collects the stream.
 `evaluate`, `predict`, the evaluators, `dynamics` and `bench` all go through here.
 """
 import functools
@@ -81,8 +82,9 @@ def default_mesh():
   return parallel.make_mesh(jax.local_devices())
 
 
-def run(config, params, images, with_sequences=False, batch_size=None, mesh=None):
-  """images uint8 (N, H, W, C) -> dict of numpy arrays (see `make_inference`).
+def batches(config, params, images, with_sequences=False, batch_size=None, mesh=None):
+  """Yields (indices, outputs) over `images` (uint8 (N, H, W, C), an array or a lazy view)
+  batch by batch, outputs as numpy with the padding dropped: host memory holds one batch.
 
   The batch is config.eval_batch_size (or batch_size) rounded up to a multiple of the
   mesh's devices; results do not depend on it beyond float rounding.
@@ -94,25 +96,31 @@ def run(config, params, images, with_sequences=False, batch_size=None, mesh=None
   n_dev = mesh.devices.size
   bs = -(-(batch_size or config.eval_batch_size) // n_dev) * n_dev
   params = parallel.replicate(params, mesh)
-  outs, pending = [], None
+  pending = None
 
   def fetch(job):  # the host copy of a finished batch, its padding dropped
-    out, n = jax.device_get(job[0]), job[1]
-    outs.append({k: np.take(v, np.arange(n), axis=_batch_axis(k)) for k, v in out.items()})
+    out, idx = jax.device_get(job[0]), job[1]
+    return idx, {k: np.take(v, np.arange(len(idx)), axis=_batch_axis(k)) for k, v in out.items()}
 
   for start in range(0, len(images), bs):
-    chunk = images[start:start + bs]
-    n = len(chunk)
-    if n < bs:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
+    idx = np.arange(start, min(len(images), start + bs))
+    chunk = np.asarray(images[start:start + bs])
+    if len(idx) < bs:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(idx), axis=0)])
     # placed explicitly: with several processes jit refuses sharded numpy inputs (this
     # mesh holds only this process's devices; each process evaluates on its own)
     chunk = jax.device_put(chunk, parallel.NamedSharding(mesh, parallel.P(parallel.AXIS)))
-    job = (fn(params, chunk), n)  # dispatched before the previous batch is fetched
+    job = (fn(params, chunk), idx)  # dispatched before the previous batch is fetched
     if pending:
-      fetch(pending)
+      yield fetch(pending)
     pending = job
-  fetch(pending)
+  yield fetch(pending)
+
+
+def run(config, params, images, with_sequences=False, batch_size=None, mesh=None):
+  """images uint8 (N, H, W, C) -> dict of numpy arrays over all images (see
+  `make_inference`); `batches` streams them instead."""
+  outs = [o for _, o in batches(config, params, images, with_sequences, batch_size, mesh)]
   return {k: np.concatenate([o[k] for o in outs], axis=_batch_axis(k)) for k in outs[0]}
 
 

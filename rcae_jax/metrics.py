@@ -1,8 +1,15 @@
 """Image AUROC, pixel AUROC, AUPRO (FPR <= 0.3), image F1-max and pixel AP, in percent.
 
-All pixel metrics share one sort of the pixel scores. Curves are evaluated at every
-distinct score (exact, ties grouped), so results match scikit-learn and a
+Exact (`compute_metrics`): all pixel metrics share one sort of the pixel scores; curves are
+evaluated at every distinct score (ties grouped), so results match scikit-learn and a
 threshold-by-threshold AUPRO; see tests/test_metrics.py.
+
+Streamed (`PixelCurves`): the same curves over histograms of the pixel scores, filled batch
+by batch, so memory does not grow with the test set (MTD at 1024² is ~600 M pixels). A
+score's bin is the top `bits` bits of its order-preserving float32 key (sign, exponent and
+bits-9 mantissa bits: bins 2^-(bits-9) wide relative to the score). The binned curves pass
+through a subset of the exact curves' points, which bounds the error of each metric; the
+bounds are computed from the histograms and reported with the metrics.
 """
 import numpy as np
 from scipy import ndimage
@@ -50,22 +57,26 @@ def f1_max(scores, labels):
   return float(f1.max())
 
 
-def region_weights(masks):
-  """Per pixel: 1 / (n_regions * size of its 8-connected region), 0 on normal pixels."""
-  sizes_per_image, labels_per_image, n_regions = [], [], 0
-  for m in masks:
+def inverse_region_sizes(masks):
+  """-> (per pixel 1 / size of its 8-connected region, 0 on normal pixels; region count)."""
+  w = np.zeros(masks.shape, np.float64)
+  n_regions = 0
+  for i, m in enumerate(masks):
     lab, n = ndimage.label(m, structure=_EIGHT_CONNECTED)
-    labels_per_image.append(lab)
-    sizes_per_image.append(np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64))
-    n_regions += n
-  if n_regions == 0:
-    raise ValueError('AUPRO needs at least one anomalous region in the masks')
-  w = np.zeros(masks.shape, np.float32)
-  for i, (lab, sizes) in enumerate(zip(labels_per_image, sizes_per_image)):
-    inv = np.where(sizes > 0, 1.0 / (n_regions * np.maximum(sizes, 1)), 0.0)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+    inv = 1.0 / np.maximum(sizes, 1)
     inv[0] = 0.0
     w[i] = inv[lab]
-  return w
+    n_regions += n
+  return w, n_regions
+
+
+def region_weights(masks):
+  """Per pixel: 1 / (n_regions * size of its 8-connected region), 0 on normal pixels."""
+  w, n_regions = inverse_region_sizes(masks)
+  if n_regions == 0:
+    raise ValueError('AUPRO needs at least one anomalous region in the masks')
+  return (w / n_regions).astype(np.float32)
 
 
 def pixel_metrics(maps, masks, fpr_limit=0.3):
@@ -76,6 +87,11 @@ def pixel_metrics(maps, masks, fpr_limit=0.3):
   weights = region_weights(masks).ravel()
   fps, tps, pro = _curve(scores, labels, weights)
   del scores, weights
+  return _from_curve(fps, tps, pro, fpr_limit)
+
+
+def _from_curve(fps, tps, pro, fpr_limit):
+  """(P-AUROC, pixel AP, AUPRO) from cumulative counts at descending thresholds."""
   if tps[-1] == 0 or fps[-1] == 0:
     raise ValueError('pixel metrics need both normal and anomalous pixels')
   fpr = np.r_[0, fps / fps[-1]]
@@ -93,6 +109,97 @@ def pixel_metrics(maps, masks, fpr_limit=0.3):
     y = np.r_[y, pro[k - 1] + t * (pro[k] - pro[k - 1])]
   aupro = _trapezoid(x, y) / fpr_limit
   return p_auroc, ap, aupro
+
+
+def _bin_keys(values, bits):
+  """float32 -> int64 bin whose order is the values' order (negatives below positives)."""
+  u = np.ascontiguousarray(values, np.float32).view(np.uint32)
+  key = np.where(u >> np.uint32(31), ~u, u | np.uint32(0x80000000))
+  return (key >> np.uint32(32 - bits)).astype(np.int64)
+
+
+class PixelCurves:
+  """Pixel AUROC, AP and AUPRO from histograms filled batch by batch (bounded memory).
+
+  Per bin: normal and anomalous pixel counts and the anomalous pixels' summed 1/region-size
+  (each region's share of PRO). Accumulators add (`+`), e.g. normal images + one defect type.
+  """
+
+  def __init__(self, bits=20):
+    if not 10 <= bits <= 24:
+      raise ValueError(f'pixel histogram bits={bits}: use 10..24 (0 = exact metrics)')
+    self.bits = bits
+    self.neg = np.zeros(2 ** bits, np.int64)
+    self.pos = np.zeros(2 ** bits, np.int64)
+    self.pro = np.zeros(2 ** bits, np.float64)
+    self.n_regions = 0
+
+  def add(self, maps, masks):
+    maps = np.asarray(maps, np.float32)
+    masks = np.asarray(masks, bool)
+    if maps.shape != masks.shape or maps.ndim != 3:
+      raise ValueError(f'PixelCurves.add: maps {maps.shape} and masks {masks.shape} must both '
+                       'be (N, H, W)')
+    if not np.isfinite(maps).all():
+      raise ValueError('pixel metrics: maps contain NaN/inf (diverged model?)')
+    keys, m = _bin_keys(maps.ravel(), self.bits), masks.ravel()
+    inv, n = inverse_region_sizes(masks)
+    size = len(self.neg)
+    self.neg += np.bincount(keys[~m], minlength=size)
+    self.pos += np.bincount(keys[m], minlength=size)
+    self.pro += np.bincount(keys[m], weights=inv.ravel()[m], minlength=size)
+    self.n_regions += n
+    return self
+
+  def __add__(self, other):
+    out = PixelCurves(self.bits)
+    for name in ('neg', 'pos', 'pro', 'n_regions'):
+      setattr(out, name, getattr(self, name) + getattr(other, name))
+    return out
+
+  def result(self, fpr_limit=0.3):
+    """-> (P-AUROC, pixel AP, AUPRO, bounds): bounds on |binned - exact| of each, as
+    fractions like the metrics (the exact curves pass through every binned point)."""
+    if self.n_regions == 0:
+      raise ValueError('AUPRO needs at least one anomalous region in the masks')
+    nz = np.nonzero(self.neg + self.pos)[0][::-1]  # highest scores first
+    neg, pos = self.neg[nz].astype(np.float64), self.pos[nz].astype(np.float64)
+    fps, tps = np.cumsum(neg), np.cumsum(pos)
+    pro = np.cumsum(self.pro[nz]) / self.n_regions
+    p_auroc, ap, aupro = _from_curve(fps, tps, pro, fpr_limit)
+    n_neg, n_pos = fps[-1], tps[-1]
+    # AUROC: pairs sharing a bin count 1/2 here and 0..1 exactly
+    auroc_bound = 0.5 * float(np.sum(pos * neg)) / (n_pos * n_neg)
+    # AP: within a bin the exact precision lies between its lowest and highest reachable value
+    tp0, fp0 = tps - pos, fps - neg
+    p_hi = (tp0 + pos) / np.maximum(tp0 + pos + fp0, 1)
+    p_lo = (tp0 + 1) / (tp0 + 1 + fp0 + neg)
+    ap_bound = float(np.sum(np.where(pos > 0, pos / n_pos * (p_hi - p_lo), 0.0)))
+    # AUPRO: between two binned points the exact monotone curve stays in their box
+    fpr, prc = np.r_[0, fps / n_neg], np.r_[0, pro]
+    inside = fpr[:-1] < fpr_limit
+    aupro_bound = float(np.sum((np.diff(fpr) * np.diff(prc) / 2)[inside])) / fpr_limit
+    return p_auroc, ap, aupro, {'pixel_auroc': auroc_bound, 'pixel_ap': ap_bound,
+                                'aupro': aupro_bound}
+
+
+def image_metrics(image_scores, image_labels):
+  image_scores = np.asarray(image_scores, np.float64)
+  image_labels = np.asarray(image_labels).astype(bool)
+  if not np.isfinite(image_scores).all():
+    raise ValueError('compute_metrics: image scores contain NaN/inf (diverged model?)')
+  return {'image_auroc': 100 * auroc(image_scores, image_labels),
+          'image_f1_max': 100 * f1_max(image_scores, image_labels)}
+
+
+def streamed_metrics(image_scores, image_labels, curves, fpr_limit=0.3):
+  """The field's metrics from image scores and a filled PixelCurves, with 'bounds' (percent
+  points) on the pixel metrics' histogram error."""
+  p_auroc, ap, aupro, bounds = curves.result(fpr_limit)
+  out = image_metrics(image_scores, image_labels)
+  out.update({'pixel_auroc': 100 * p_auroc, 'aupro': 100 * aupro, 'pixel_ap': 100 * ap,
+              'bounds': {k: 100 * v for k, v in bounds.items()}})
+  return {k: out[k] for k in METRICS + ('bounds',)}
 
 
 def compute_metrics(image_scores, image_labels, anomaly_maps, masks):

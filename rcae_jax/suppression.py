@@ -22,6 +22,34 @@ def changed_pixels(defective, clean, threshold=VISIBLE):
   return np.abs(defective - clean).mean(-1) > threshold
 
 
+def sums(seq, defective, clean, untouched):
+  """The additive parts of `measure` for one batch (float64): add batches, then `finish`."""
+  seq, defective, clean = (np.asarray(a, np.float32) for a in (seq, defective, clean))
+  if seq.shape[1:] != clean.shape or defective.shape != clean.shape:
+    raise ValueError(f'seq {seq.shape[1:]} / defective {defective.shape} / clean '
+                     f'{clean.shape}: one image shape expected')
+  changed = changed_pixels(defective, clean)
+  err = np.abs(seq - clean[None]).mean(-1)  # (N, B, H, W)
+  return {'planted': np.abs(defective - clean).mean(-1)[changed].sum(dtype=np.float64),
+          'changed_error': np.array([e[changed].sum(dtype=np.float64) for e in err]),
+          'normal_error': np.array([e[untouched].sum(dtype=np.float64) for e in err]),
+          'n_normal': int(np.count_nonzero(untouched))}
+
+
+def add(a, b):
+  return b if a is None else {k: a[k] + b[k] for k in a}
+
+
+def finish(total):
+  """-> {'residual': [N], 'normal_error': [N]} from summed `sums`."""
+  planted = total['planted']
+  residual = [float(e / planted) if planted > 0 else float('nan')
+              for e in total['changed_error']]
+  normal = [float(e / total['n_normal']) if total['n_normal'] else float('nan')
+            for e in total['normal_error']]
+  return {'residual': residual, 'normal_error': normal}
+
+
 def measure(seq, defective, clean, untouched):
   """Residual and normal error per step.
 
@@ -29,13 +57,4 @@ def measure(seq, defective, clean, untouched):
   untouched: (B, H, W) bool, pixels the defect did not alter (normal pixels).
   Returns {'residual': [N], 'normal_error': [N]} (residual NaN when nothing visibly changed).
   """
-  seq, defective, clean = (np.asarray(a, np.float32) for a in (seq, defective, clean))
-  if seq.shape[1:] != clean.shape or defective.shape != clean.shape:
-    raise ValueError(f'seq {seq.shape[1:]} / defective {defective.shape} / clean '
-                     f'{clean.shape}: one image shape expected')
-  changed = changed_pixels(defective, clean)
-  planted = np.abs(defective - clean).mean(-1)[changed].sum()
-  err = np.abs(seq - clean[None]).mean(-1)  # (N, B, H, W)
-  residual = [float(e[changed].sum() / planted) if planted > 0 else float('nan') for e in err]
-  normal = [float(e[untouched].mean()) for e in err]
-  return {'residual': residual, 'normal_error': normal}
+  return finish(sums(seq, defective, clean, untouched))

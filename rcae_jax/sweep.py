@@ -162,9 +162,10 @@ def _results(run_dir, validation_only):
   """Test means (unless validation_only) and the validation columns of one finished run."""
   out = {}
   if not validation_only:
-    out.update(files.read_json(run_dir / 'eval' / 'metrics.json')['mean'])
+    mean = files.read_json(run_dir / 'eval' / 'metrics.json')['mean']
+    out.update({k: mean[k] for k in metrics.METRICS})  # not the histogram bounds
   val = files.read_json(run_dir / 'validation.json')
-  out.update({f'val_{k}': v for k, v in val['metrics'].items()})
+  out.update({f'val_{k}': val['metrics'][k] for k in metrics.METRICS})
   supp = val.get('suppression', {})
   if 'border_share' in val:
     out['val_border_share'] = float(np.mean(val['border_share']))

@@ -200,5 +200,8 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
     faults.point(f'after-stage{stage}')
   params = parallel.to_host(params)
   checkpoints.save_bundle(workdir, params, config)
-  evaluators.run(evaluators.AFTER_TRAINING, evaluators.Context(workdir, config, params, dataset))
+  if jax.process_index() == 0:  # evaluation runs on one process's devices, without
+    # collectives, and only process 0 writes: the others would repeat it for nothing
+    evaluators.run(evaluators.AFTER_TRAINING, evaluators.Context(workdir, config, params,
+                                                                 dataset))
   return params

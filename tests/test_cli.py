@@ -20,25 +20,33 @@ def test_evaluate_writes_metrics_tables_and_pictures(trained_run, capsys):
   assert '| category |' in out
   result = json.loads((trained_run / 'eval' / 'metrics.json').read_text())
   assert set(result) >= {'per_category', 'mean', 'per_defect'}
-  assert set(result['mean']) == set(metrics.METRICS)
-  assert all(0 <= v <= 100 for v in result['mean'].values())
+  assert set(result['mean']) == set(metrics.METRICS) | {'bounds'}  # histogram error bounds
+  assert all(0 <= b < 0.1 for b in result['mean']['bounds'].values())
+  assert all(0 <= result['mean'][k] <= 100 for k in metrics.METRICS)
   assert set(result['per_defect']['brick']) == {'scratch', 'texture'}
   for name in ('metrics.md', 'heatmaps.png', 'sequence_0.png'):
     assert (trained_run / 'eval' / name).stat().st_size > 0
 
 
 def test_one_inference_path(trained_run, tmp_path):
-  """evaluate's metrics are exactly those of inference.run's scores and maps (the path
-  predict and bench use), on one device or four, in any batch size."""
+  """evaluate's metrics are those of inference.run's scores and maps (the path predict and
+  bench use), on one device or four, in any batch size: streamed batch by batch into
+  histograms, they equal the histogram of all maps at once, and the exact metrics to
+  within the reported bound."""
   config, params = checkpoints.load_bundle(trained_run)
+  assert config.eval_pixel_bits == 20
   ds = data_lib.load(config, need_test=True)
   out = inference.run(config, params, ds.test)
-  expected = metrics.compute_metrics(out['score'], ds.test_labels, out['map'], ds.test_masks)
+  whole = metrics.PixelCurves(20).add(out['map'], ds.test_masks)
+  expected = metrics.streamed_metrics(out['score'], ds.test_labels, whole)
+  exact = metrics.compute_metrics(out['score'], ds.test_labels, out['map'], ds.test_masks)
   run = tmp_path / 'run'
   shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns('eval', 'stage*'))
   result = evaluate.evaluate(run)
-  assert result['mean'] == expected
-  assert json.loads((run / 'eval' / 'metrics.json').read_text())['mean'] == expected
+  for got in (result['mean'], json.loads((run / 'eval' / 'metrics.json').read_text())['mean']):
+    for k in metrics.METRICS:
+      assert got[k] == pytest.approx(expected[k], abs=1e-9)
+      assert abs(got[k] - exact[k]) <= got['bounds'].get(k, 0) + 1e-9
   one = inference.run(config, params, ds.test, batch_size=5,
                       mesh=parallel.make_mesh(jax.devices()[:1]))
   assert jax.device_count() == 4

@@ -40,6 +40,22 @@ def test_batched_depth_sequence_equals_each_depth(tmp_path, x):
     np.testing.assert_allclose(seq[n - 1], model.at_depth(p, x, n), atol=1e-5)
 
 
+def test_remat_changes_memory_not_numbers(tmp_path, x):
+  """model.remat: the same parameter tree, outputs and gradients; a smaller backward."""
+  models = {r: model_lib.from_config(tiny_config(tmp_path, f'model.remat={r}'))
+            for r in (False, True)}
+  p = models[False].init('rcae', jax.random.PRNGKey(0))
+  chex.assert_trees_all_equal_shapes(p, models[True].init('rcae', jax.random.PRNGKey(0)))
+  grads, temp = {}, {}
+  for r, m in models.items():
+    loss = lambda q, m=m: jnp.mean((m.at_depth(q, x, 3) - x) ** 2)
+    fn = jax.jit(jax.value_and_grad(loss))
+    grads[r] = fn(p)
+    temp[r] = fn.lower(p).compile().memory_analysis().temp_size_in_bytes
+  chex.assert_trees_all_close(grads[False], grads[True], atol=1e-6)
+  assert temp[True] < temp[False], temp
+
+
 def test_iterate_scan_equals_python_loop(tmp_path, x):
   config = tiny_config(tmp_path, 'model.recursion=iterate')
   model = model_lib.from_config(config)

@@ -49,6 +49,7 @@ def get_config():
   c.model.crd_loss = 'bce'
   c.model.crd_grad_weight = 0.1
   c.model.dtype = 'float32'      # compute dtype: float32 | bfloat16 (both methods)
+  c.model.remat = False          # RcAE E/D steps recomputed in the backward pass (memory)
 
   # FAE's U-Net (method = 'fae'); groups and padding are model.groups and model.padding.
   c.fae = ml_collections.ConfigDict()
@@ -81,6 +82,9 @@ def get_config():
   c.anomaly.fillers = ('color', 'copy', 'other', 'texture', 'noise')
   c.anomaly.min_opacity = 0.5
   c.anomaly.max_size = 0.3       # largest shape extent as a fraction of the side
+  c.anomaly.batching = 'auto'    # map: one example at a time, only its drawn shape/filler is
+                                 # computed (memory at 1024²) | vmap: every branch for every
+                                 # example (faster when small) | auto: map from 512² up
 
   c.score = ml_collections.ConfigDict()
   c.score.sigma = 4.0            # Gaussian smoothing, pixels at 256² (scaled with resolution)
@@ -98,4 +102,8 @@ def get_config():
   c.log_every = 50
   c.ckpt_every = 500
   c.eval_batch_size = 16
+  # pixel metrics from histograms with 2^bits bins, filled batch by batch: memory does not grow
+  # with the test set; the error bound is reported beside them ('bounds'). 0 = exact (every
+  # pixel score held in memory).
+  c.eval_pixel_bits = 20
   return c

@@ -15,6 +15,7 @@ import dataclasses
 import pathlib
 
 import jax
+import numpy as np
 
 from rcae_jax import checkpoints, inference
 from rcae_jax import config as config_lib
@@ -56,6 +57,23 @@ class Context:
       self._memo[key] = inference.run(config or self.config, self.params, images,
                                       with_sequences)
     return self._memo[key]
+
+  def stream(self, images, config=None, with_sequences=False):
+    """inference.batches over `images`: (indices, outputs) one batch at a time."""
+    return inference.batches(config or self.config, self.params, images, with_sequences)
+
+  def scores(self, name, images):
+    """Image scores over `images`, streamed, memoised under `name`."""
+    key = ('scores', name, config_lib.to_json(self.config))
+    if key not in self._memo:
+      out = np.empty(len(images))
+      for idx, o in self.stream(images):
+        out[idx] = o['score']
+      self._memo[key] = out
+    return self._memo[key]
+
+  def memoise_scores(self, name, scores):
+    self._memo[('scores', name, config_lib.to_json(self.config))] = scores
 
   @classmethod
   def of_run(cls, workdir, overrides=(), need_test=True, **options):

@@ -10,8 +10,7 @@ from rcae_jax import figures
 def run(ctx, n=None):
   ds = ctx.dataset
   n = n or ctx.options.get('n_pictures', 8)
-  out = ctx.infer('test', ds.test)
-  scores, maps, labels = out['score'], out['map'], ds.test_labels
+  scores, labels = ctx.scores('test', ds.test), ds.test_labels
   order = np.argsort(scores)
   bad = [i for i in order[::-1] if labels[i]][: n // 2]
   missed = [i for i in order if labels[i]][: max(1, n // 4)]
@@ -21,10 +20,10 @@ def run(ctx, n=None):
   if not ctx.is_main:
     return None
   eval_dir = ctx.workdir / 'eval'
-  vmax = float(np.quantile(maps, 0.999))
+  seq = ctx.infer('test/pictures', ds.test[pick], with_sequences=True)
+  maps = seq['map']  # only the pictured images' maps are kept: one colour scale for them
   paths = [figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick],
-                            maps[pick], scores[pick], names, vmax=vmax)]
-  seq = ctx.infer('test/pictures', ds.test[pick[:4]], with_sequences=True)
+                            maps, scores[pick], names, vmax=float(np.quantile(maps, 0.999)))]
   for j, i in enumerate(pick[:4]):
     paths.append(figures.sequence_strip(
         eval_dir / f'sequence_{j}.png', ds.test[i], seq['recon'][:, j],

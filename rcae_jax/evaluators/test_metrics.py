@@ -18,13 +18,54 @@ def per_defect(scores, maps, labels, masks, defects):
   return out
 
 
+def _group(label, defect):
+  return defect if label else 'good'
+
+
+def streamed(ctx, bits):
+  """(category metrics, per-defect metrics) from one pass over the test set: a PixelCurves
+  per group (normal images, each defect type), added up per evaluation."""
+  ds = ctx.dataset
+  labels, groups = ds.test_labels, np.array([_group(l, d) for l, d in zip(ds.test_labels,
+                                                                           ds.test_defects)])
+  curves = {g: metrics.PixelCurves(bits) for g in sorted(set(groups))}
+  scores = np.empty(len(ds.test))
+  for idx, out in ctx.stream(ds.test):
+    scores[idx] = out['score']
+    masks = np.asarray(ds.test_masks[idx])
+    for g in set(groups[idx]):
+      sel = groups[idx] == g
+      curves[g].add(out['map'][sel], masks[sel])
+  ctx.memoise_scores('test', scores)
+  cat = metrics.streamed_metrics(scores, labels, sum(curves.values(), metrics.PixelCurves(bits)))
+  kinds = sorted(g for g in curves if g != 'good')
+  defects = {}
+  if len(kinds) >= 2:
+    for kind in kinds:
+      sel = (labels == 0) | (groups == kind)
+      both = curves[kind] + curves['good'] if 'good' in curves else curves[kind]
+      defects[kind] = metrics.streamed_metrics(scores[sel], labels[sel], both)
+  return cat, defects
+
+
+def exact(ctx):
+  """(category metrics, per-defect metrics) from every pixel score held in memory."""
+  ds = ctx.dataset
+  maps = np.empty(ds.test_masks.shape, np.float32)
+  scores = np.empty(len(ds.test))
+  for idx, out in ctx.stream(ds.test):
+    scores[idx], maps[idx] = out['score'], out['map']
+  ctx.memoise_scores('test', scores)
+  masks = np.asarray(ds.test_masks)
+  return (metrics.compute_metrics(scores, ds.test_labels, maps, masks),
+          per_defect(scores, maps, ds.test_labels, masks, ds.test_defects))
+
+
 def run(ctx):
   """-> {'per_category', 'mean', 'per_defect', 'n_test', 'n_anomalous'[, 'validation']}."""
   ds = ctx.dataset
-  out = ctx.infer('test', ds.test)
-  scores, maps = out['score'], out['map']
-  cat_metrics = metrics.compute_metrics(scores, ds.test_labels, maps, ds.test_masks)
-  defects = per_defect(scores, maps, ds.test_labels, ds.test_masks, ds.test_defects)
+  bits = ctx.config.get('eval_pixel_bits', 0)
+  cat_metrics, defects = streamed(ctx, bits) if bits else exact(ctx)
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
             'per_defect': {ds.category: defects},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum())}

@@ -15,7 +15,7 @@ def run(ctx):
     info = {'threshold': None, 'n_val': 0,
             'why': 'data.val_fraction = 0: no held-out normal images'}
   else:
-    scores = ctx.infer('val', val_images)['score']
+    scores = ctx.scores('val', val_images)
     q = ctx.config.score.threshold_quantile
     info = {'threshold': float(np.quantile(scores, q)), 'quantile': q,
             'n_val': len(val_images), 'val_score_mean': float(scores.mean()),

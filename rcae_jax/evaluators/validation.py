@@ -5,64 +5,133 @@ defect survives in R_n and D_n (`rcae_jax.suppression`), and where normal maps p
 import jax
 import numpy as np
 
-from rcae_jax import anomalies, files, metrics, suppression
+from rcae_jax import anomalies, files, inference, metrics, suppression
 from rcae_jax import config as config_lib
 
 BORDER_PX = 8  # "near the border" for border_share
 
 
-def validation_set(config, val_images, seed=0):
-  """Held-out normals plus one pseudo-anomalous copy of each: (images uint8, masks bool).
+def validation_batches(config, val_images, seed=0):
+  """Yields (indices, images uint8, masks bool, clean uint8) over the validation set: the
+  held-out normals (indices 0..n-1), then one pseudo-anomalous copy of each (n..2n-1), in
+  batches of eval_batch_size; `clean` is the image before any defect was planted.
 
   Every shape and filler is used, whatever the run trained on, with a texture bank cropped
   with another seed, so runs that differ in their training pseudo-anomalies are compared on
-  the same set. Image i's copy takes image i-1 as its `other` source and key i of one split,
-  and is built in batches of eval_batch_size (the set is a function of the images alone).
+  the same set. Copy i takes image i-1 as its `other` source and key i of one split: the set
+  is a function of the images alone, whatever the batch size.
   """
   res, ch = config.data.resolution, config.data.channels
+  n = len(val_images)
+  bs = min(config.eval_batch_size, n)  # every batch padded to bs: one program
+  for start in range(0, n, bs):
+    idx = np.arange(start, min(n, start + bs))
+    x = np.asarray(val_images[idx])
+    yield idx, x, np.zeros((len(idx), res, res), bool), x
   textures = anomalies.texture_bank(res, ch, seed=seed + 1)
-  n, bs = len(val_images), config.eval_batch_size
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
   fn = jax.jit(jax.vmap(
       lambda k, img, other: anomalies.synthesize(k, img / 255.0, other / 255.0, textures,
                                                  p_clean=0.0)))
-  images = np.empty((2 * n, res, res, ch), np.uint8)
-  masks = np.zeros((2 * n, res, res), bool)
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
-    x = np.asarray(val_images[idx])
-    bad, mask = fn(keys[idx], x.astype(np.float32), np.asarray(val_images[idx - 1]).astype(
-        np.float32))
-    images[idx], images[n + idx] = x, np.round(np.asarray(bad) * 255.0).astype(np.uint8)
-    masks[n + idx] = np.asarray(mask)[..., 0] > 0.5
-  return images, masks
+    pad = np.r_[idx, np.full(bs - len(idx), idx[-1])]
+    x = np.asarray(val_images[pad])
+    bad, mask = fn(keys[pad], x.astype(np.float32),
+                   np.asarray(val_images[pad - 1]).astype(np.float32))
+    k = len(idx)
+    yield (n + idx, np.round(np.asarray(bad[:k]) * 255.0).astype(np.uint8),
+           np.asarray(mask[:k])[..., 0] > 0.5, x[:k])
+
+
+def validation_set(config, val_images, seed=0):
+  """The whole validation set: (images uint8 (2n, ...), masks bool (2n, H, W))."""
+  parts = list(validation_batches(config, val_images, seed))
+  return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+
+
+class _Scored:
+  """Image scores, labels and pixel curves (or maps) of one detector over the batches."""
+
+  def __init__(self, n, bits):
+    self.scores, self.labels = np.empty(n), np.empty(n, bool)
+    self.bits = bits
+    self.curves = metrics.PixelCurves(bits) if bits else None
+    self.maps, self.masks = [], []
+    self.near, self.normal = 0, 0
+
+  def add(self, idx, out, masks):
+    labels = masks.reshape(len(masks), -1).any(axis=1)
+    self.scores[idx], self.labels[idx] = out['score'], labels
+    if self.curves is not None:
+      self.curves.add(out['map'], masks)
+    else:
+      self.maps.append(out['map'])
+      self.masks.append(masks)
+    self.near += border_count(out['map'][~labels])
+    self.normal += int((~labels).sum())
+
+  def metrics(self):
+    if self.curves is not None:
+      return metrics.streamed_metrics(self.scores, self.labels, self.curves)
+    return metrics.compute_metrics(self.scores, self.labels, np.concatenate(self.maps),
+                                   np.concatenate(self.masks))
+
+  def border_share(self):
+    return self.near / self.normal if self.normal else float('nan')
 
 
 def run(ctx):
   """-> validation.json's content: {'n_images', 'metrics', 'suppression', 'border_share',
-  'border_px'}; None without held-out images. Reads the saved file when ctx.reuse_saved."""
+  'border_px'}; None without held-out images. Reads the saved file when ctx.reuse_saved.
+
+  Streamed batch by batch (host memory holds one batch and the histograms): the configured
+  detector, and the reconstruction-error detector with its suppression per depth."""
   path = ctx.workdir / 'validation.json'
   if ctx.reuse_saved and path.exists():
     return files.read_json(path)
   val_images, config = ctx.dataset.val, ctx.config
   if not len(val_images):
     return None
-  images, masks = validation_set(config, val_images, config.data.seed)
-  labels = masks.reshape(len(masks), -1).any(axis=1)
-  clean = np.concatenate([images[:len(val_images)]] * 2)
-  supp, rec_cfg = suppression_of(ctx, images, clean, labels, masks)
-  # without a CRD the configured score is the reconstruction's: the memoised inference
-  # suppression_of ran serves both
-  out = ctx.infer('val+planted', images, with_sequences=rec_cfg is config)
-  info = {'n_images': len(images),
-          'metrics': metrics.compute_metrics(out['score'], labels, out['map'], masks),
-          'suppression': supp,
-          'border_share': border_share(out['map'][~labels]), 'border_px': BORDER_PX}
+  src = recon_source(config)
+  rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
+  shared = config_lib.score_source(config) == src  # one computation serves both
+  n, bits = 2 * len(val_images), config.get('eval_pixel_bits', 0)
+  detector, recon = _Scored(n, bits), _Scored(n, bits)
+  supp = {'R': None, 'D': None}
+  for idx, images, masks, clean in validation_batches(config, val_images, config.data.seed):
+    out = inference.run(rec_cfg, ctx.params, images, with_sequences=True)
+    x, c = images.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
+    untouched = (images == clean).all(-1)
+    for name, key in (('R', 'recon'), ('D', 'enhanced')):
+      if key in out:
+        supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
+    recon.add(idx, out, masks)
+    detector.add(idx, out if shared else inference.run(config, ctx.params, images), masks)
+  entry = {'visible_threshold': suppression.VISIBLE, 'recon_source': src}
+  for name, total in supp.items():
+    if total is not None:
+      m = suppression.finish(total)
+      entry[f'residual_{name}'] = m['residual']
+      entry[f'normal_error_{name}'] = m['normal_error']
+  entry.update({f'recon_{m}': v for m, v in recon.metrics().items() if m != 'bounds'})
+  info = {'n_images': n, 'metrics': detector.metrics(), 'suppression': entry,
+          'border_share': detector.border_share(), 'border_px': BORDER_PX}
   if ctx.write and ctx.is_main:
     files.write_json(path, info)
     print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
-        f'{k} {v:.1f}' for k, v in info['metrics'].items()), flush=True)
+        f'{k} {info["metrics"][k]:.1f}' for k in metrics.METRICS), flush=True)
   return info
+
+
+def border_count(normal_maps, width=BORDER_PX):
+  """How many of these normal maps have their maximum within `width` px of the border."""
+  if not len(normal_maps):
+    return 0
+  n, h, w = normal_maps.shape
+  flat = normal_maps.reshape(n, -1).argmax(axis=1)
+  y, x = flat // w, flat % w
+  return int(((y < width) | (y >= h - width) | (x < width) | (x >= w - width)).sum())
 
 
 def border_share(normal_maps, width=BORDER_PX):
@@ -71,11 +140,7 @@ def border_share(normal_maps, width=BORDER_PX):
   A map with no preferred place scores about 1 - (1 - 2 width / side)²."""
   if not len(normal_maps):
     return float('nan')
-  n, h, w = normal_maps.shape
-  flat = normal_maps.reshape(n, -1).argmax(axis=1)
-  y, x = flat // w, flat % w
-  near = (y < width) | (y >= h - width) | (x < width) | (x >= w - width)
-  return float(near.mean())
+  return border_count(normal_maps, width) / len(normal_maps)
 
 
 def recon_source(config):
@@ -84,26 +149,3 @@ def recon_source(config):
   if config_lib.method(config) == 'fae':
     return 'fae'
   return 'dpn' if 2 in config.stages else 'rcae'
-
-
-def suppression_of(ctx, images, clean, labels, masks):
-  """-> (suppression, the config scoring the reconstruction): residual and normal error of
-  R_n (and D_n) per depth, and the validation metrics of the reconstruction-error map alone
-  (the paper's "+RcAE"/"+DPN" detectors)."""
-  src = recon_source(ctx.config)
-  rec_cfg = config_lib.apply_overrides(ctx.config, [f'score.source={src}'])
-  if config_lib.score_source(ctx.config) == src:
-    rec_cfg = ctx.config  # the same computation: share its memoised inference
-  out = ctx.infer('val+planted', images, rec_cfg, with_sequences=True)
-  x = images.astype(np.float32) / 255.0
-  c = clean.astype(np.float32) / 255.0
-  untouched = (images == clean).all(-1)
-  entry = {'visible_threshold': suppression.VISIBLE, 'recon_source': src}
-  for name, key in (('R', 'recon'), ('D', 'enhanced')):
-    if key in out:
-      m = suppression.measure(out[key], x, c, untouched)
-      entry[f'residual_{name}'] = m['residual']
-      entry[f'normal_error_{name}'] = m['normal_error']
-  rec = metrics.compute_metrics(out['score'], labels, out['map'], masks)
-  entry.update({f'recon_{m}': v for m, v in rec.items()})
-  return entry, rec_cfg

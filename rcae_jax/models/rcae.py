@@ -64,15 +64,20 @@ class RcAE(nn.Module):
   groups: int = 8
   dtype: jnp.dtype = jnp.float32
   padding: str = 'SAME'
+  remat: bool = False  # recompute each E/D call's activations in the backward pass
 
   def setup(self):
     n_levels = self.depth if self.recursion == 'depth' else self.iterate_levels
     n_blocks = 1 if self.shared else n_levels
     self.stem = layers.ConvNormAct(self.features, (3, 3), (1, 1), self.groups, self.dtype,
                                    self.padding)
-    self.enc = [EncoderStep(self.features, self.groups, self.dtype, self.padding)
+    # remat keeps only each step's input for the backward pass (memory at 1024²: the
+    # full-resolution decoder calls dominate); the parameters are the same either way
+    enc = nn.remat(EncoderStep) if self.remat else EncoderStep
+    dec = nn.remat(DecoderStep) if self.remat else DecoderStep
+    self.enc = [enc(self.features, self.groups, self.dtype, self.padding)
                 for _ in range(n_blocks)]
-    self.dec = [DecoderStep(self.features, self.groups, self.skips, self.dtype, self.padding)
+    self.dec = [dec(self.features, self.groups, self.skips, self.dtype, self.padding)
                 for _ in range(n_blocks)]
     self.head = nn.Conv(self.out_channels, (3, 3), padding=self.padding, dtype=self.dtype)
 
@@ -148,4 +153,5 @@ def from_config(config):
   return RcAE(out_channels=config.data.channels, features=m.features, depth=m.depth,
               recursion=m.recursion, iterate_levels=m.iterate_levels, shared=m.shared,
               skips=m.skips, skip_from=m.get('skip_from', 1), groups=m.groups,
-              dtype=layers.dtype_of(m.dtype), padding=layers.padding_of(config))
+              dtype=layers.dtype_of(m.dtype), padding=layers.padding_of(config),
+              remat=m.get('remat', False))
