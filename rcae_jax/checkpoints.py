@@ -95,7 +95,7 @@ def load_bundle(workdir):
   if not (path / 'config.json').exists():
     raise BundleError(f'{workdir}: no finished model (expected {path}/); train it first with '
                       f'python -m rcae_jax train --workdir {workdir}')
-  config = config_lib.from_dict(files.read_json(path / 'config.json'))
+  config = config_lib.saved(files.read_json(path / 'config.json'))
   try:
     with ocp.StandardCheckpointer() as ckpt:
       params = ckpt.restore(path / 'params')

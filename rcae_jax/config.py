@@ -218,6 +218,22 @@ def from_dict(d):
   return ml_collections.ConfigDict(tuples(d))
 
 
+def _merge(defaults, saved):
+  out = dict(defaults)
+  for k, v in saved.items():
+    out[k] = _merge(defaults[k], v) if isinstance(v, dict) and isinstance(
+        defaults.get(k), dict) else v
+  return out
+
+
+def saved(d):
+  """A config a run saved (its config.json), with the keys added to the platform since then
+  at their defaults (`experiments/configs/base.py`), which keep the earlier behaviour: older
+  runs still evaluate, and resume under an unchanged command."""
+  base = json.loads(to_json(load_config('base')))
+  return from_dict(_merge(base, d))
+
+
 def _flatten(d, prefix=''):
   out = {}
   for k, v in d.items():
@@ -242,7 +258,7 @@ def check_workdir(workdir, config):
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
-  old = _flatten(files.read_json(path))
+  old = flat(saved(files.read_json(path)))
   new = flat(config)
   diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
   if diff and not _trained_anything(workdir):

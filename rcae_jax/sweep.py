@@ -118,7 +118,7 @@ def _reuse_stages(run_dir, config, donors):
   mine = config_lib.flat(config)
   best, best_k = None, 0
   for donor in donors:
-    theirs = config_lib.flat(config_lib.from_dict(files.read_json(donor / 'config.json')))
+    theirs = config_lib.flat(config_lib.saved(files.read_json(donor / 'config.json')))
     k = 0
     for stage in config.stages:
       if stage not in theirs['stages'] or not _same_for_stage(mine, theirs, stage):

@@ -1,4 +1,6 @@
 """Configs: overrides, and bad keys or values refused with their names."""
+import json
+
 import pytest
 
 from conftest import ROOT, tiny_config
@@ -62,3 +64,22 @@ def test_fae_config_takes_the_named_configs_data_and_budget():
 def test_missing_config_file():
   with pytest.raises(ConfigError, match='does not exist'):
     config_lib.load_config('nope/missing.py')
+
+
+def test_a_run_saved_before_new_keys_still_loads_and_resumes(tmp_path):
+  """config.json written before keys were added (here the input-pipeline and memory keys):
+  loading fills them with their defaults, and the same command resumes instead of refusing."""
+  config = config_lib.load_config('tiny')
+  old = json.loads(config_lib.to_json(config))
+  for section, key in (('data', 'source'), ('data', 'read_threads'), ('model', 'remat'),
+                       ('anomaly', 'batching')):
+    del old[section][key]
+  del old['eval_pixel_bits']
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  (tmp_path / 'stage1' / 'ckpt' / '50').mkdir(parents=True)  # a saved step
+  loaded = config_lib.saved(old)
+  assert loaded.data.source == 'files' and loaded.eval_pixel_bits == 20
+  config_lib.check_workdir(tmp_path, config)  # accepted
+  with pytest.raises(config_lib.ConfigError, match='data.source'):
+    config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config,
+                                                                  ['data.source=prepared']))
