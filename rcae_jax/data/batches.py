@@ -116,11 +116,11 @@ def loader(images, global_batch, seed, read_threads=4):
                                      prefetch_buffer_size=2 * global_batch))
 
 
-def state_at(data_loader, step):
+def state_at(data_loader, step, global_batch):
   """The iterator state that resumes `data_loader` at `step` (for checkpoints written before
   the state was saved with them): grain's state names the last sampler index read."""
   state = json.loads(iter(data_loader).get_state())
-  per_host = data_loader._sampler.per_host  # pylint: disable=protected-access
+  per_host = global_batch // jax.process_count()
   state['last_seen_indices'] = {
       '0': (step * per_host - 1) * jax.process_count() + jax.process_index()}
   return json.dumps(state).encode()
@@ -139,7 +139,7 @@ def prefetch_to_device(images, global_batch, seed, start_step, end_step, mesh, d
   data_loader = loader(images, global_batch, seed, read_threads)
   it = iter(data_loader)
   if start_step:
-    it.set_state(state if state is not None else state_at(data_loader, start_step))
+    it.set_state(state if state is not None else state_at(data_loader, start_step, global_batch))
   expected_first = start_step * global_batch + parallel.process_slice(global_batch).start
 
   def make():

@@ -12,7 +12,9 @@ Reading (`load`) returns `Records`: array-like views (len, shape, [i], [slice], 
 that decode only what is indexed, so host memory does not grow with the dataset.
 """
 import concurrent.futures
+import contextlib
 import hashlib
+import logging
 import os
 import pathlib
 
@@ -91,9 +93,23 @@ def prepared_dir(config, cache_dir):
 
 def builder(config, cache_dir, category, samples=None):
   d = config.data
-  return RcaeImages(layout=d.name, category=category, resolution=d.resolution,
-                    channels=d.channels, samples=samples,
-                    data_dir=str(prepared_dir(config, cache_dir)))
+  # TFDS warns "Using custom data configuration" for every config not declared on the class:
+  # here every config is one, by design
+  with _quiet_absl():
+    return RcaeImages(layout=d.name, category=category, resolution=d.resolution,
+                      channels=d.channels, samples=samples,
+                      data_dir=str(prepared_dir(config, cache_dir)))
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  logger = logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def prepare(config, cache_dir, category, samples):
