@@ -66,6 +66,8 @@ def main():
   ap.add_argument('--workdir', required=True)
   ap.add_argument('--sizes', type=int, nargs='+', default=[100, 400])
   ap.add_argument('--resolution', type=int, default=512)
+  ap.add_argument('--commands', nargs='+', default=['train', 'evaluate'],
+                  choices=['train', 'evaluate'])
   ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   args = ap.parse_args()
   work = pathlib.Path(args.workdir).absolute()
@@ -84,7 +86,7 @@ def main():
     assert code == 0, f'prepare failed: {work}/prepare{n}.log'
     for source in ('files', 'prepared'):
       run = work / f'run{n}_{source}'
-      for cmd in ('train', 'evaluate'):
+      for cmd in args.commands:
         argv = ([sys.executable, '-m', 'rcae_jax', 'train', '--config', 'tiny', '--workdir',
                  str(run), *data, '--set', *common, f'data.source={source}']
                 if cmd == 'train' else
@@ -95,6 +97,11 @@ def main():
                'peak_rss_mib': round(rss, 1), 'seconds': round(secs, 1)}
         print(json.dumps(row), flush=True)
         rows.append(row)
+  old = json.loads((work / 'results.json').read_text()) if (work / 'results.json').exists() else []
+  key = lambda r: (r['n_train'], r['source'], r['command'])
+  new = {key(r) for r in rows}
+  keep = [r for r in old if key(r) not in new]  # earlier sizes stay in the table
+  rows = sorted(keep + rows, key=lambda r: (r['n_train'], r['source'], r['command'] != 'train'))
   (work / 'results.json').write_text(json.dumps(rows, indent=2) + '\n')
   lines = ['| images (train + test) | source | command | peak RSS (MiB) | seconds |',
            '|---|---|---|---|---|']
