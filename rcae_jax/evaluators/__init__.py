@@ -17,7 +17,7 @@ import pathlib
 import jax
 import numpy as np
 
-from rcae_jax import checkpoints, inference
+from rcae_jax import checkpoints, inference, parallel
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax.evaluators import dynamics, pictures, test_metrics, threshold, validation
@@ -45,6 +45,9 @@ class Context:
 
   def __post_init__(self):
     self.workdir = pathlib.Path(self.workdir)
+    # placed on the evaluation mesh once: every inference call below then finds them there
+    # instead of copying them from the host per call (validation calls once per batch)
+    self.params = parallel.replicate(self.params, inference.default_mesh())
 
   @property
   def is_main(self):
@@ -62,18 +65,20 @@ class Context:
     """inference.batches over `images`: (indices, outputs) one batch at a time."""
     return inference.batches(config or self.config, self.params, images, with_sequences)
 
+  def _scores_key(self, name):
+    return ('scores', name, config_lib.to_json(self.config))
+
   def scores(self, name, images):
     """Image scores over `images`, streamed, memoised under `name`."""
-    key = ('scores', name, config_lib.to_json(self.config))
-    if key not in self._memo:
+    if self._scores_key(name) not in self._memo:
       out = np.empty(len(images))
       for idx, o in self.stream(images):
         out[idx] = o['score']
-      self._memo[key] = out
-    return self._memo[key]
+      self.memoise_scores(name, out)
+    return self._memo[self._scores_key(name)]
 
   def memoise_scores(self, name, scores):
-    self._memo[('scores', name, config_lib.to_json(self.config))] = scores
+    self._memo[self._scores_key(name)] = scores
 
   @classmethod
   def of_run(cls, workdir, overrides=(), need_test=True, **options):
