@@ -1,10 +1,15 @@
 """Pseudo-anomalies for stage 3: (image, rng) -> (corrupted image, soft mask).
 
 A shape (where) and a filler (what) are drawn independently, blended with a random
-opacity. Shapes follow the CutPaste/DRAEM/FAE families: rotated patches, elastic blobs
-(thresholded smooth noise), straight scratches, thin Bezier curves and large soft regions;
-fillers are a flat colour, a copy of another region, another image, a real texture,
-Gaussian noise, or a brightness/contrast change of the image itself.
+opacity (FAE's shape x texture x opacity). Shapes follow the CutPaste/DRAEM/FAE families:
+rotated patches, elastic blobs (thresholded smooth noise), straight scratches, thin Bezier
+curves, large soft regions, thresholded Perlin noise (DRAEM), thin random-walk cracks and
+FAE's bulky-plus-thin union; with probability `edge` a shape is moved onto an image border
+(breaks and frays sit there). Fillers are a flat colour, a copy of another region, another
+image, a texture (real crops and procedural ones, augmented when drawn), Gaussian noise, or
+a brightness/contrast change of the image itself. With `visible` > 0 a pasted pixel is
+labelled only as far as it visibly changed the image: a copy of similar texture, or a faint
+paste, is not taught as an anomaly.
 All functions are pure and jittable; masks are anti-aliased (soft edges).
 """
 import functools
@@ -13,6 +18,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rcae_jax import ops
 
 
 def _grid(h, w):
@@ -29,9 +36,23 @@ def _seg_dist(yy, xx, a, b):
   return jnp.hypot(yy - a[0] - t * ab[0], xx - a[1] - t * ab[1])
 
 
-def _patch(key, h, w, max_size):
+def _centre(key, h, w, lo, hi, edge):
+  """A point uniform in [lo, hi] of the image; with probability `edge` moved onto one of the
+  four borders (up to 3 % of the side inside it). Drawn from key alone when edge = 0."""
+  c = jax.random.uniform(key, (2,), minval=lo, maxval=hi) * jnp.array([h, w])
+  if not edge:
+    return c
+  ke, ka, ks, kj = jax.random.split(jax.random.fold_in(key, 1), 4)
+  axis = jax.random.randint(ka, (), 0, 2)
+  side = jax.random.bernoulli(ks).astype(jnp.float32)
+  on = (side + (1 - 2 * side) * jax.random.uniform(kj, (), maxval=0.03)) * jnp.array(
+      [h, w], jnp.float32)[axis]
+  return jnp.where(jax.random.bernoulli(ke, edge), c.at[axis].set(on), c)
+
+
+def _patch(key, h, w, max_size, edge=0.0):
   kc, ks, ka = jax.random.split(key, 3)
-  c = jax.random.uniform(kc, (2,), minval=0.1, maxval=0.9) * jnp.array([h, w])
+  c = _centre(kc, h, w, 0.1, 0.9, edge)
   half = jax.random.uniform(ks, (2,), minval=0.02, maxval=max_size / 2) * min(h, w) + 1.0
   ang = jax.random.uniform(ka, (), maxval=jnp.pi)
   yy, xx = _grid(h, w)
@@ -41,9 +62,9 @@ def _patch(key, h, w, max_size):
   return jnp.clip(inside + 0.5, 0.0, 1.0)
 
 
-def _blob(key, h, w, max_size):
+def _blob(key, h, w, max_size, edge=0.0):
   kc, kr, kn = jax.random.split(key, 3)
-  c = jax.random.uniform(kc, (2,), minval=0.15, maxval=0.85) * jnp.array([h, w])
+  c = _centre(kc, h, w, 0.15, 0.85, edge)
   r = jax.random.uniform(kr, (), minval=0.03, maxval=max_size / 2) * min(h, w) + 1.0
   noise = jax.image.resize(jax.random.normal(kn, (6, 6)), (h, w), 'cubic')
   yy, xx = _grid(h, w)
@@ -52,9 +73,9 @@ def _blob(key, h, w, max_size):
   return jnp.clip((field - 0.5) * 8.0, 0.0, 1.0)
 
 
-def _line(key, h, w, max_size):
+def _line(key, h, w, max_size, edge=0.0):
   ka, kd, kl, kw = jax.random.split(key, 4)
-  a = jax.random.uniform(ka, (2,), minval=0.1, maxval=0.9) * jnp.array([h, w])
+  a = _centre(ka, h, w, 0.1, 0.9, edge)
   ang = jax.random.uniform(kd, (), maxval=2 * jnp.pi)
   length = jax.random.uniform(kl, (), minval=0.1, maxval=max(max_size * 1.5, 0.15)) * min(h, w)
   b = a + length * jnp.array([jnp.sin(ang), jnp.cos(ang)])
@@ -63,10 +84,12 @@ def _line(key, h, w, max_size):
   return jnp.clip(width / 2 - _seg_dist(yy, xx, a, b) + 0.5, 0.0, 1.0)
 
 
-def _curve(key, h, w, max_size):
+def _curve(key, h, w, max_size, edge=0.0):
   kp, kw = jax.random.split(key)
   p = jax.random.uniform(kp, (3, 2), minval=0.1, maxval=0.9) * jnp.array([h, w])
   p = p[0] + (p - p[0]) * max_size * 2  # keep the curve's extent near max_size
+  if edge:
+    p = p - p[0] + _centre(jax.random.fold_in(kp, 7), h, w, 0.1, 0.9, edge)
   t = jnp.linspace(0.0, 1.0, 17)[:, None]
   pts = (1 - t) ** 2 * p[0] + 2 * (1 - t) * t * p[1] + t ** 2 * p[2]
   width = jax.random.uniform(kw, (), minval=1.0, maxval=2.0)
@@ -75,10 +98,11 @@ def _curve(key, h, w, max_size):
   return jnp.clip(width / 2 - d + 0.5, 0.0, 1.0)
 
 
-def _region(key, h, w, max_size):
+def _region(key, h, w, max_size, edge=0.0):
   """A large smooth-edged area (up to twice max_size across): region-scale defects such as
-  uneven shading, which the compact shapes above never teach the CRD."""
-  del max_size
+  uneven shading, which the compact shapes above never teach the CRD. Its centre is anywhere
+  in the image already (edge is not used)."""
+  del max_size, edge
   kc, kr, kn = jax.random.split(key, 3)
   c = jax.random.uniform(kc, (2,), minval=0.0, maxval=1.0) * jnp.array([h, w])
   r = jax.random.uniform(kr, (), minval=0.15, maxval=0.35) * min(h, w)
@@ -88,7 +112,65 @@ def _region(key, h, w, max_size):
   return jnp.clip((1.0 - d) * 3.0, 0.0, 1.0)  # edges soft over a third of the radius
 
 
-SHAPES = {'patch': _patch, 'blob': _blob, 'line': _line, 'curve': _curve, 'region': _region}
+def perlin(key, h, w, cells):
+  """2-D Perlin gradient noise (about [-0.7, 0.7]) with `cells` (2,) lattice cells across
+  the image (may be fractional, at most 16): random unit gradients on the lattice, dotted
+  with the offsets, blended by the quintic fade."""
+  grads = jax.random.normal(key, (18, 18, 2))
+  grads = grads / jnp.linalg.norm(grads, axis=-1, keepdims=True)
+  yy, xx = _grid(h, w)
+  py, px = yy / h * cells[0], xx / w * cells[1]
+  iy, ix = jnp.floor(py).astype(jnp.int32), jnp.floor(px).astype(jnp.int32)
+  fy, fx = py - iy, px - ix
+
+  def dot(dy, dx):
+    g = grads[iy + dy, ix + dx]
+    return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+
+  fade = lambda t: t * t * t * (t * (t * 6 - 15) + 10)
+  uy, ux = fade(fy), fade(fx)
+  top = dot(0, 0) * (1 - ux) + dot(0, 1) * ux
+  bottom = dot(1, 0) * (1 - ux) + dot(1, 1) * ux
+  return top * (1 - uy) + bottom * uy
+
+
+def _perlin(key, h, w, max_size, edge=0.0):
+  """DRAEM's masks: Perlin noise (1 to 8 cells per side, per axis) above a threshold (30-70 %
+  of its maximum);
+  scattered, irregular islands anywhere, borders included (edge is not used)."""
+  del max_size, edge
+  kn, ks, kt = jax.random.split(key, 3)
+  cells = 2.0 ** jax.random.uniform(ks, (2,), minval=0.0, maxval=3.0)
+  noise = perlin(kn, h, w, cells)
+  noise = noise / jnp.maximum(noise.max(), 1e-6)  # never empty
+  t = jax.random.uniform(kt, (), minval=0.3, maxval=0.7)
+  return jnp.clip((noise - t) * 12.0, 0.0, 1.0)
+
+
+def _crack(key, h, w, max_size, edge=0.0):
+  """A thin crack: a 16-segment random walk (turning by N(0, 0.35) rad per segment), 0.7
+  to 1.8 px wide, up to twice max_size long; starts on a border with probability `edge`."""
+  ka, kd, kt, kl, kw = jax.random.split(key, 5)
+  a = _centre(ka, h, w, 0.1, 0.9, edge)
+  ang = jax.random.uniform(kd, (), maxval=2 * jnp.pi) + jnp.cumsum(
+      0.35 * jax.random.normal(kt, (16,)))
+  length = jax.random.uniform(kl, (), minval=0.15, maxval=max(2 * max_size, 0.2)) * min(h, w)
+  steps = (length / 16) * jnp.stack([jnp.sin(ang), jnp.cos(ang)], axis=-1)
+  pts = jnp.concatenate([a[None], a + jnp.cumsum(steps, axis=0)])
+  width = jax.random.uniform(kw, (), minval=0.7, maxval=1.8)
+  yy, xx = _grid(h, w)
+  d = jax.vmap(lambda p, q: _seg_dist(yy, xx, p, q))(pts[:-1], pts[1:]).min(axis=0)
+  return jnp.clip(width / 2 - d + 0.5, 0.0, 1.0)
+
+
+def _fae(key, h, w, max_size, edge=0.0):
+  """FAE's occlusions: a bulky elastic ellipse with an independent thin curve on top."""
+  kb, kc = jax.random.split(key)
+  return jnp.maximum(_blob(kb, h, w, max_size, edge), _crack(kc, h, w, max_size, edge))
+
+
+SHAPES = {'patch': _patch, 'blob': _blob, 'line': _line, 'curve': _curve, 'region': _region,
+          'perlin': _perlin, 'crack': _crack, 'fae': _fae}
 
 
 def _shift(key, img):
@@ -113,10 +195,19 @@ def _other(key, x, other, textures):
 
 
 def _texture(key, x, other, textures):
+  """A bank texture, augmented: one of the 8 rotations/flips (square images), gain, contrast
+  about its mean and a gamma."""
   del other
-  ki, kb = jax.random.split(key)
+  ki, kb, kr, kc, kg = jax.random.split(key, 5)
   tex = textures[jax.random.randint(ki, (), 0, textures.shape[0])]
-  return jnp.clip(tex * jax.random.uniform(kb, (), minval=0.6, maxval=1.4), 0.0, 1.0).astype(x.dtype)
+  if tex.shape[0] == tex.shape[1]:
+    tex = jax.lax.switch(jax.random.randint(kr, (), 0, 8), [
+        lambda t, k=k, f=f: jnp.rot90(t[:, ::-1] if f else t, k) for f in (0, 1)
+        for k in range(4)], tex)
+  contrast = jax.random.uniform(kc, (), minval=0.6, maxval=1.5)
+  tex = (tex - tex.mean()) * contrast + tex.mean()
+  tex = jnp.clip(tex * jax.random.uniform(kb, (), minval=0.6, maxval=1.4), 0.0, 1.0)
+  return (tex ** (2.0 ** jax.random.uniform(kg, (), minval=-1.0, maxval=1.0))).astype(x.dtype)
 
 
 def _noise(key, x, other, textures):
@@ -141,17 +232,20 @@ FILLERS = {'color': _color, 'copy': _copy, 'other': _other, 'texture': _texture,
 
 
 def synthesize(key, x, other, textures, *, shapes=tuple(SHAPES), fillers=tuple(FILLERS),
-               p_clean=0.2, min_opacity=0.5, max_size=0.3):
+               p_clean=0.2, min_opacity=0.5, max_size=0.3, edge=0.0, visible=0.0):
   """One pseudo-anomaly. x, other: (H, W, C) in [0, 1]; textures: (T, H, W, C).
 
-  Returns (corrupted (H, W, C), mask (H, W, 1) in [0, 1]).
+  Returns (corrupted (H, W, C), mask (H, W, 1) in [0, 1]). visible > 0: the mask is scaled
+  by how far the paste changed the image, |corrupted - x| (max over channels, 3x3 mean)
+  / visible, capped at 1.
   """
   chex.assert_rank(x, 3)
   chex.assert_equal_shape([x, other])
   chex.assert_equal_shape([x, textures[0]])
   h, w, _ = x.shape
   ks, kf, ko, kc, kshape, kfill = jax.random.split(key, 6)
-  shape_fns = [functools.partial(SHAPES[s], h=h, w=w, max_size=max_size) for s in shapes]
+  shape_fns = [functools.partial(SHAPES[s], h=h, w=w, max_size=max_size, edge=edge)
+               for s in shapes]
   fill_fns = [FILLERS[f] for f in fillers]
   mask = jax.lax.switch(jax.random.randint(ks, (), 0, len(shape_fns)), shape_fns, kshape)
   fill = jax.lax.switch(jax.random.randint(kf, (), 0, len(fill_fns)), fill_fns,
@@ -159,7 +253,28 @@ def synthesize(key, x, other, textures, *, shapes=tuple(SHAPES), fillers=tuple(F
   mask = mask * (jax.random.uniform(kc) >= p_clean)
   alpha = mask * jax.random.uniform(ko, (), minval=min_opacity, maxval=1.0)
   corrupted = x * (1 - alpha[..., None]) + fill * alpha[..., None]
+  if visible:
+    change = jnp.max(jnp.abs(corrupted - x), axis=-1, keepdims=True)
+    change = ops.mean_filter(change[None], 3)[0, ..., 0]
+    mask = mask * jnp.clip(change / visible, 0.0, 1.0)
   return corrupted, mask[..., None]
+
+
+def group(config, stage):
+  """The config group of a stage's pseudo-anomalies: `anomaly` (1, 2) or `crd_anomaly` (3)."""
+  return config.anomaly if stage in (1, 2) else config.crd_anomaly
+
+
+def generator(config, stage=3):
+  """`synthesize`'s keyword arguments for a stage: the restoring stages 1-2 draw from
+  `anomaly`, the CRD (stage 3) from `crd_anomaly` less its `holdout` families (shape or
+  filler names; the `generalisation` sweep validates on them)."""
+  a = group(config, stage)
+  holdout = tuple(a.get('holdout', ()))
+  return dict(shapes=tuple(s for s in a.shapes if s not in holdout),
+              fillers=tuple(f for f in a.fillers if f not in holdout), p_clean=a.p_clean,
+              min_opacity=a.min_opacity, max_size=a.max_size, edge=a.get('edge', 0.0),
+              visible=a.get('visible', 0.0))
 
 
 def _partners(images):
@@ -180,14 +295,13 @@ def one_at_a_time(config):
   return b == 'map' or (b == 'auto' and config.data.resolution >= 512)
 
 
-def synthesize_batch(key, images, indices, textures, config):
+def synthesize_batch(key, images, indices, textures, config, stage=3):
   """Per-example keys from (step key, global example index): device-count independent, and
-  the same examples whether drawn mapped or vmapped (`one_at_a_time`)."""
+  the same examples whether drawn mapped or vmapped (`one_at_a_time`). The families are
+  the stage's (`generator`)."""
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
   other = _partners(images)
-  a = config.anomaly
-  fn = functools.partial(synthesize, shapes=tuple(a.shapes), fillers=tuple(a.fillers),
-                         p_clean=a.p_clean, min_opacity=a.min_opacity, max_size=a.max_size)
+  fn = functools.partial(synthesize, **generator(config, stage))
   if one_at_a_time(config):
     return jax.lax.map(lambda kio: fn(*kio, textures), (keys, images, other))
   return jax.vmap(fn, in_axes=(0, 0, 0, None))(keys, images, other, textures)
@@ -197,11 +311,14 @@ _TEXTURE_SOURCES = ('moon', 'coins', 'camera', 'text', 'hubble_deep_field',
                     'immunohistochemistry', 'cell', 'page')
 
 
-def texture_bank(resolution, channels, per_source=2, seed=0):
-  """Real-texture fillers from images shipped in scikit-image: (T, H, W, C) float32.
+def texture_bank(resolution, channels, per_source=2, seed=0, procedural=0):
+  """Texture fillers: (T, H, W, C) float32 in [0, 1].
 
-  Deliberately excludes brick/grass/gravel, the built-in dataset's own textures, so the
-  pseudo-anomalies never contain the real test anomalies.
+  Real textures: `per_source` random crops of each image shipped in scikit-image
+  (deliberately excluding brick/grass/gravel, the built-in dataset's own textures, so the
+  pseudo-anomalies never contain the real test anomalies). `procedural` more: fractal
+  Perlin noise, gratings and cellular patterns with random scales, angles and colours
+  (`procedural_textures`); `_texture` augments every draw.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
@@ -219,9 +336,42 @@ def texture_bank(resolution, channels, per_source=2, seed=0):
           (resolution, resolution), Image.BILINEAR)
       out.append(np.asarray(crop, np.float32) / 255.0)
   bank = np.stack(out)
+  if procedural:
+    bank = np.concatenate([bank, procedural_textures(resolution, procedural, seed)])
   if channels == 1:
     bank = bank.mean(axis=-1, keepdims=True)
   return bank
+
+
+def procedural_textures(resolution, n, seed=0):
+  """n textures (n, H, W, 3) in [0, 1], cycling through three kinds: fractal Perlin noise
+  (4 octaves), a grating (a sine along a random direction, distorted by Perlin noise) and
+  a cellular pattern (distance to the nearest of random seeds); two random colours each."""
+  key = jax.random.PRNGKey(seed + 12345)
+  rng = np.random.default_rng(seed + 1)
+  h = w = resolution
+  yy, xx = (np.asarray(a) for a in _grid(h, w))
+  out = []
+  for i in range(n):
+    key, k1, k2 = jax.random.split(key, 3)
+    base = rng.uniform(1.0, 4.0)
+    if i % 3 == 0:
+      field = sum(0.5 ** o * np.asarray(perlin(jax.random.fold_in(k1, o), h, w,
+                                               jnp.full((2,), min(base * 2 ** o, 16.0))))
+                  for o in range(4))
+    elif i % 3 == 1:
+      ang, freq = rng.uniform(0, np.pi), rng.uniform(4, 24)
+      warp = np.asarray(perlin(k1, h, w, jnp.full((2,), base)))
+      field = np.sin(2 * np.pi * freq * ((yy * np.sin(ang) + xx * np.cos(ang)) / h + 0.3 * warp))
+    else:
+      seeds = rng.uniform(0, h, (int(rng.integers(8, 40)), 2))
+      field = np.sqrt(((np.stack([yy, xx], -1)[:, :, None] - seeds) ** 2).sum(-1)).min(-1)
+    field = (field - field.min()) / max(np.ptp(field), 1e-6)
+    lo = rng.uniform(0.0, 0.5)  # two colours at least 0.3 apart in brightness
+    c0, c1 = (np.clip(g + rng.uniform(-0.15, 0.15, 3), 0, 1)
+              for g in (lo, lo + rng.uniform(0.3, 0.5)))
+    out.append((c0 + (c1 - c0) * field[..., None]).astype(np.float32))
+  return np.stack(out)
 
 
 def identity_noise(key, inputs, targets, indices, max_std):
@@ -250,7 +400,7 @@ def restoration_pair(key, images, indices, textures, config, stage_config):
       raise ValueError('a restoring stage draws pseudo-anomalies and needs the texture bank: '
                        'pass train.frozen_inputs(stage, params, config) as its frozen inputs')
     inputs, mask = synthesize_batch(jax.random.fold_in(key, 0), images, indices, textures,
-                                    config)
+                                    config, stage=1)
   inputs, targets = identity_noise(jax.random.fold_in(key, 1), inputs, images, indices,
                                    stage_config.noise)
   return inputs, targets, mask

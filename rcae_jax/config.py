@@ -112,7 +112,9 @@ _CHOICES = {
     'anomaly.batching': ('auto', 'map', 'vmap'),
     'model.recursion': ('depth', 'iterate'),
     'model.dtype': ('float32', 'bfloat16'),
-    'model.crd_loss': ('l2', 'bce'),
+    'model.crd_loss': ('l2', 'bce', 'focal'),
+    'model.crd_arch': ('small', 'unet'),
+    'model.crd_padding': ('', 'zeros', 'reflect'),
     'depth_sampling': ('uniform', 'max'),
     'model.padding': ('zeros', 'reflect'),
     'score.image': ('max', 'topk', 'sum'),
@@ -174,13 +176,28 @@ def validate(c):
     need(st.get('region_weight', 0.0) >= 0, f'stage{s}.region_weight must be >= 0')
   need(c.model.get('skip_from', 1) >= 1,
        f'model.skip_from={c.model.get("skip_from")} must be >= 1 (1 = skips at every level)')
+  levels = c.model.crd_levels
+  need(levels >= 0 and c.data.resolution % 2 ** levels == 0,
+       f'model.crd_levels={levels} must be >= 0 and 2^levels must divide data.resolution='
+       f'{c.data.resolution}')
+  need(c.model.crd_pos_weight >= 0, 'model.crd_pos_weight must be >= 0 (0 = balanced)')
   from rcae_jax import anomalies  # pylint: disable=g-import-not-at-top
-  unknown = set(c.anomaly.shapes) - set(anomalies.SHAPES)
-  need(c.anomaly.shapes and not unknown, f'anomaly.shapes: unknown {sorted(unknown)}; '
-       f'known {sorted(anomalies.SHAPES)}')
-  unknown = set(c.anomaly.fillers) - set(anomalies.FILLERS)
-  need(c.anomaly.fillers and not unknown, f'anomaly.fillers: unknown {sorted(unknown)}; '
-       f'known {sorted(anomalies.FILLERS)}')
+  for name in ('anomaly', 'crd_anomaly'):
+    a = c[name]
+    for kind, known in (('shapes', anomalies.SHAPES), ('fillers', anomalies.FILLERS)):
+      unknown = set(a[kind]) - set(known)
+      need(a[kind] and not unknown, f'{name}.{kind}: unknown {sorted(unknown)}; known '
+           f'{sorted(known)}')
+    need(0 <= a.edge <= 1, f'{name}.edge={a.edge} must be a probability in [0, 1]')
+    need(0 <= a.visible < 1, f'{name}.visible={a.visible} must be in [0, 1)')
+    need(0 <= a.min_opacity <= 1, f'{name}.min_opacity={a.min_opacity} must be in [0, 1]')
+    need(a.procedural >= 0, f'{name}.procedural must be >= 0')
+  a, h = c.crd_anomaly, tuple(c.crd_anomaly.holdout)
+  bad = [f for f in h if f not in a.shapes and f not in a.fillers]
+  need(not bad, f'crd_anomaly.holdout: {bad} not in crd_anomaly.shapes {a.shapes} or '
+       f'fillers {a.fillers}')
+  need(not h or (set(a.shapes) - set(h) and set(a.fillers) - set(h)),
+       f'crd_anomaly.holdout={h} would leave the CRD no shape or no filler')
   return c
 
 
@@ -226,12 +243,24 @@ def _merge(defaults, saved):
   return out
 
 
+def _legacy(d):
+  """Values that reproduce what a run saved before a key existed, where today's default
+  would change its behaviour: the small CRD, zero/model padding, unweighted BCE, and stage
+  3 drawing from `anomaly` (with the generator options it had then)."""
+  out = {'model': {'crd_arch': 'small', 'crd_padding': '', 'crd_pos_weight': 1.0}}
+  if 'anomaly' in d:
+    out['crd_anomaly'] = {**{k: v for k, v in d['anomaly'].items() if k != 'batching'},
+                          'edge': 0.0, 'visible': 0.0, 'procedural': 0, 'holdout': []}
+  return out
+
+
 def saved(d):
   """A config a run saved (its config.json), with the keys added to the platform since then
-  at their defaults (`experiments/configs/base.py`), which keep the earlier behaviour: older
-  runs still evaluate, and resume under an unchanged command."""
+  at their defaults (`experiments/configs/base.py`), or at the value that keeps the earlier
+  behaviour where the default changed (`_legacy`): older runs still evaluate, and resume
+  under an unchanged command."""
   base = json.loads(to_json(load_config('base')))
-  return from_dict(_merge(base, d))
+  return from_dict(_merge(_merge(base, _legacy(d)), d))
 
 
 def _flatten(d, prefix=''):

@@ -50,7 +50,8 @@ def make_inference(config, with_sequences=False):
   """-> infer(params, images), images float (B, H, W, C) in [0, 1] or uint8.
 
   Returns {'map': (B, H, W) smoothed anomaly map, 'score': (B,)} and, with_sequences,
-  'recon' (N, B, H, W, C) and 'enhanced' (N, B, H, W, C) when the DPN is used.
+  'raw' (B, H, W) the map before smoothing (`rescore`), 'recon' (N, B, H, W, C) and
+  'enhanced' (N, B, H, W, C) when the DPN is used.
   """
   model = model_lib.from_config(config)
   source = config_lib.score_source(config)
@@ -60,9 +61,28 @@ def make_inference(config, with_sequences=False):
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
     raw, out = model.raw_map(params, x, source, with_sequences)
     smoothed = smooth(raw, config)
+    if with_sequences:
+      out['raw'] = raw[..., 0]
     return {**out, 'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
 
   return infer
+
+
+@functools.lru_cache(maxsize=16)
+def _rescorer(config_json):
+  config = config_lib.from_json(config_json)
+
+  def fn(raw):
+    smoothed = smooth(raw[..., None], config)
+    return {'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
+
+  return jax.jit(fn)
+
+
+def rescore(config, raw):
+  """Smoothed maps and image scores under config.score from raw maps (B, H, W) (the
+  'raw' output): other score choices without running the model again."""
+  return jax.device_get(_rescorer(config_lib.to_json(config))(raw))
 
 
 @functools.lru_cache(maxsize=16)

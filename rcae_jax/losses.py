@@ -3,6 +3,7 @@ objective built from them."""
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from rcae_jax import anomalies, ops
 from rcae_jax import config as config_lib
@@ -41,24 +42,48 @@ def l2_with_gradient(target, pred, grad_weight=1.0):
           + grad_weight * jnp.mean(jnp.square(ops.sobel(target) - ops.sobel(pred))))
 
 
-def bce_with_gradient(target, pred, grad_weight=1.0, eps=1e-6):
-  """Binary cross-entropy of the map + w |∇M_P - ∇M_A|² (the `bce` CRD loss option).
+def crd_loss(target, logits, config, axis_name=None):
+  """The CRD's loss on its logits (B, H, W, 1) against the soft mask M_P (model.crd_loss):
 
-  Unlike L2 on a sigmoid output, its gradient does not vanish once the map is pushed to 0
-  everywhere, which is where L2 training of the CRD collapses on small, rare defects.
+  - 'l2': the paper's |M_P - M_A|² + |∇M_P - ∇M_A|² on the sigmoid map (collapses to an
+    all-zero map on small, rare defects in our runs);
+  - 'bce': cross-entropy from the logits, positives weighted by model.crd_pos_weight
+    (0 = balanced: positives weigh as much as negatives in each batch, since anomalous
+    pixels are a few percent of an image);
+  - 'focal': the focal loss (DRAEM's), gamma model.crd_focal_gamma, no class weight;
+  plus model.crd_grad_weight x the gradient term for bce and focal.
+  axis_name: the data-parallel axis when called per device; the balance then counts the
+  whole global batch, so the loss does not depend on the device count.
   """
-  p = jnp.clip(pred, eps, 1 - eps)
-  bce = -jnp.mean(target * jnp.log(p) + (1 - target) * jnp.log(1 - p))
-  return bce + grad_weight * jnp.mean(jnp.square(ops.sobel(target) - ops.sobel(pred)))
+  m = config.model
+  chex.assert_equal_shape([target, logits])
+  pred = jax.nn.sigmoid(logits)
+  if m.crd_loss == 'l2':
+    return l2_with_gradient(target, pred, config.grad_weight)
+  if m.crd_loss == 'focal':
+    per_pixel = optax.sigmoid_focal_loss(logits, target, alpha=None,
+                                         gamma=m.get('crd_focal_gamma', 2.0))
+  else:
+    per_pixel = optax.sigmoid_binary_cross_entropy(logits, target)
+    w = m.get('crd_pos_weight', 1.0)
+    if w == 0:  # balanced: the two classes' total weights equal, per batch
+      pos, size = jnp.sum(target), jnp.float32(target.size)
+      if axis_name is not None:
+        pos, size = jax.lax.psum(pos, axis_name), jax.lax.psum(size, axis_name)
+      w = jax.lax.stop_gradient((size - pos) / jnp.maximum(pos, 1.0))
+    per_pixel = per_pixel * (1 + (w - 1) * target)
+  grad = jnp.mean(jnp.square(ops.sobel(target) - ops.sobel(pred)))
+  return jnp.mean(per_pixel) + m.crd_grad_weight * grad
 
 
-def stage_objective(stage, model, config, n=None):
+def stage_objective(stage, model, config, n=None, axis_name=None):
   """-> objective(params, frozen, batch, rng) -> (loss, metrics) on one device's examples.
 
   params are the stage's network's; frozen holds the earlier stages' params and the texture
   bank (`train.frozen_inputs`); batch = {'image': float (b, H, W, C), 'index': (b,)}.
   RcAE's stage 1 trains R_n at the static depth n (one program per n); FAE's one stage
-  restores corrupted images with its U-Net.
+  restores corrupted images with its U-Net. axis_name: the data-parallel axis the
+  objective runs under (`crd_loss` balances over the global batch).
   """
   gw = config.grad_weight
 
@@ -90,10 +115,7 @@ def stage_objective(stage, model, config, n=None):
         jax.random.fold_in(rng, 1), batch['image'], batch['index'], frozen['textures'], config)
     seq = model.sequence(frozen['rcae'], corrupted)
     enh = jax.lax.stop_gradient(model.enhance(frozen['dpn'], seq, corrupted))
-    pred = model.crd_map(params, enh, corrupted)
-    if config.model.crd_loss == 'l2':
-      return l2_with_gradient(mask, pred, gw), {}
-    return bce_with_gradient(mask, pred, config.model.crd_grad_weight), {}
+    return crd_loss(mask, model.crd_logits(params, enh, corrupted), config, axis_name), {}
 
   def fae(params, frozen, batch, rng):
     x, target, mask = pair(config.stage1, frozen, batch, rng)

@@ -80,10 +80,14 @@ class Model:
     grad_x = jnp.tile(ops.sobel(x), (s, 1, 1, 1))
     return self.dpn.apply(params, flat, grad_x).reshape(seq.shape)
 
-  def crd_map(self, params, enhanced, x):
-    """M_A (B, H, W, 1) from the configured CRD steps of the enhanced sequence."""
+  def crd_logits(self, params, enhanced, x):
+    """Logits of M_A (B, H, W, 1) from the configured CRD steps of the enhanced sequence."""
     idx = jnp.array([s - 1 for s in self.crd_steps])
     return self.crd.apply(params, enhanced[idx], x)
+
+  def crd_map(self, params, enhanced, x):
+    """M_A (B, H, W, 1) in [0, 1]."""
+    return jax.nn.sigmoid(self.crd_logits(params, enhanced, x))
 
   def raw_map(self, params, x, source, with_sequences=False):
     """-> (unsmoothed anomaly map (B, H, W, 1), {'recon', 'enhanced'} when asked).

@@ -16,6 +16,7 @@ import numpy as np
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import evaluate, figures, files, metrics, tables, train
+from rcae_jax.evaluators import validation
 
 
 def load_preset(name):
@@ -98,8 +99,9 @@ def _categories(config, categories):
 _NEVER_READ = ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every',
                'data.cache_dir')
 _NOT_READ = {
-    1: _NEVER_READ + ('stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.'),
-    2: _NEVER_READ + ('stage3.', 'model.crd_', 'anomaly.'),
+    1: _NEVER_READ + ('stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.',
+                      'crd_anomaly.'),
+    2: _NEVER_READ + ('stage3.', 'model.crd_', 'anomaly.', 'crd_anomaly.'),
 }
 
 
@@ -177,6 +179,11 @@ def _results(run_dir, validation_only):
   if 'recon_image_auroc' in supp:
     out['val_recon_image_auroc'] = supp['recon_image_auroc']
     out['val_recon_pixel_auroc'] = supp['recon_pixel_auroc']
+  if 'holdout' in val:
+    out['val_holdout_image_auroc'] = val['holdout']['metrics']['image_auroc']
+    out['val_holdout_aupro'] = val['holdout']['metrics']['aupro']
+  for i, m in enumerate(val.get('score_choices', {}).values()):
+    out[f'val_score{i}_image_auroc'] = m['image_auroc']
   return out
 
 
@@ -204,12 +211,15 @@ def _cell(values, scale=1):
 SUPPRESSION_COLUMNS = ('val_residual_R_first', 'val_residual_R_last', 'val_residual_D_last',
                        'val_normal_error_R_last', 'val_normal_error_D_last',
                        'val_recon_image_auroc', 'val_recon_pixel_auroc')
+CHOICE_COLUMNS = ('val_image_auroc', 'val_aupro', 'val_border_share', 'val_holdout_image_auroc',
+                  'val_holdout_aupro',
+                  *[f'val_score{i}_image_auroc' for i in range(len(validation.SCORE_CHOICES))])
 
 
 def _write_tables(workdir, preset, rows, cats, validation_only=False):
   fields = ['variant', 'seed', 'category', 'status', *metrics.METRICS,
-            *[f'val_{m}' for m in metrics.METRICS], *SUPPRESSION_COLUMNS, 'val_border_share',
-            'seconds', 'reused',
+            *[f'val_{m}' for m in metrics.METRICS], *SUPPRESSION_COLUMNS,
+            *CHOICE_COLUMNS[2:], 'seconds', 'reused',
             'dir']
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
@@ -226,7 +236,7 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
   variants = list(dict.fromkeys(r['variant'] for r in rows))
   n_seeds = len({r['seed'] for r in rows})
   spread = ' (mean ± std over seeds)' if n_seeds > 1 else ''
-  means, main_rows, supp_rows = {}, [], []
+  means, main_rows, supp_rows, choice_rows = {}, [], [], []
   for v in variants:
     mine = [r for r in rows if r['variant'] == v]
     cells = []
@@ -235,11 +245,13 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
       cells.append('/'.join(_cell([r[m] for r in per_seed])
                             for m in ('image_auroc', 'pixel_auroc', 'aupro'))
                    if per_seed else 'failed')
-    by_seed = _seed_means(mine, metrics.METRICS + SUPPRESSION_COLUMNS)
+    by_seed = _seed_means(mine, metrics.METRICS + SUPPRESSION_COLUMNS + CHOICE_COLUMNS)
     means[v] = {m: float(np.mean(x)) for m, x in by_seed.items()}
     main_rows.append([v, *cells, *[_cell(by_seed.get(m, [])) for m in metrics.METRICS]])
     supp_rows.append([v, *[_cell(by_seed.get(m, []), scale=1 if 'auroc' in m else 100)
                            for m in SUPPRESSION_COLUMNS]])
+    choice_rows.append([v, *[_cell(by_seed.get(m, []), scale=100 if 'border' in m else 1)
+                             for m in CHOICE_COLUMNS]])
   lines = [f'# {preset["title"]}', '',
            f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
            f'categories{spread}; {n_seeds} seed(s).', '',
@@ -250,7 +262,15 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
            '% of the range; recon = the reconstruction-error map alone as the detector):', '',
            tables.markdown(['variant', 'residual R_1', 'residual R_N', 'residual D_N',
                             'normal error R_N', 'normal error D_N', 'recon val I-AUROC',
-                            'recon val P-AUROC'], supp_rows)]
+                            'recon val P-AUROC'], supp_rows), '',
+           'Validation, for choosing (never the test set): the detector\'s I-AUROC and AUPRO, '
+           'the share (%) of normal maps peaking within 8 px of the border, the same metrics '
+           'on the pseudo-anomaly families the CRD never saw (`crd_anomaly.holdout`; – when '
+           'none), and I-AUROC under each image score / smoothing:', '',
+           tables.markdown(['variant', 'val I-AUROC', 'val AUPRO', 'border share %',
+                            'held-out families I-AUROC', 'held-out families AUPRO',
+                            *[f'I-AUROC, {name}' for name in validation.SCORE_CHOICES]],
+                           choice_rows)]
   failed = [r for r in rows if r['status'].startswith('failed')]
   if failed:
     lines += ['', 'Failed runs:'] + [f'- {r["variant"]} / {r["category"]}: {r["status"]}'

@@ -78,7 +78,8 @@ class TrainStep:
   def program(self, n=None):
     """The jitted program of depth n (stage 1) or of the stage: (state, frozen, batch)."""
     if n not in self._programs:
-      objective = losses.stage_objective(self.stage, self.model, self.config, n)
+      objective = losses.stage_objective(self.stage, self.model, self.config, n,
+                                         axis_name=parallel.AXIS)
       local = functools.partial(self._update, objective=objective)
       self._programs[n] = jax.jit(
           parallel.data_parallel(local, self.mesh, n_replicated=2, n_sharded=1),
@@ -173,7 +174,8 @@ def frozen_inputs(stage, params, config):
     frozen['dpn'] = params['dpn']
   if needs_textures(stage, config):
     frozen['textures'] = jnp.asarray(anomalies.texture_bank(
-        config.data.resolution, config.data.channels, seed=config.seed))
+        config.data.resolution, config.data.channels, seed=config.seed,
+        procedural=anomalies.group(config, stage).get('procedural', 0)))
   return frozen
 
 

@@ -1,6 +1,4 @@
 """Pseudo-anomalies: every shape x filler is confined to its mask; the validation set."""
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,12 +16,17 @@ def images():
   return x, anomalies.texture_bank(32, 3, per_source=1)
 
 
-@pytest.mark.parametrize('shape,filler', list(itertools.product(anomalies.SHAPES, anomalies.FILLERS)))
+# every shape (with a flat colour), every filler (in a patch)
+_PAIRS = ([(s, 'color') for s in anomalies.SHAPES] +
+          [('patch', f) for f in anomalies.FILLERS if f != 'color'])
+
+
+@pytest.mark.parametrize('shape,filler', _PAIRS)
 def test_every_shape_and_filler_stays_inside_its_mask(images, shape, filler):
   (x, other), bank = images[0], images[1]
   for seed in range(3):
     out, mask = anomalies.synthesize(jax.random.PRNGKey(seed), x, other, bank, shapes=(shape,),
-                                     fillers=(filler,), p_clean=0.0)
+                                     fillers=(filler,), p_clean=0.0, edge=0.5 * (seed == 1))
     out, mask = np.asarray(out), np.asarray(mask)
     assert mask.shape == (32, 32, 1) and mask.min() >= 0 and mask.max() <= 1
     assert (mask > 0.5).sum() >= 2, (shape, filler, seed)
@@ -63,7 +66,7 @@ def test_drawing_one_at_a_time_gives_the_same_examples_in_less_memory(tmp_path):
   for mode in ('vmap', 'map'):
     config = tiny_config(tmp_path, 'data.resolution=64', f'anomaly.batching={mode}',
                          "anomaly.shapes=('patch','blob','line','curve','region')")
-    fn = jax.jit(lambda k, im, i, t, c=config: anomalies.synthesize_batch(k, im, i, t, c))
+    fn = jax.jit(lambda k, im, i, t, c=config: anomalies.synthesize_batch(k, im, i, t, c, 1))
     compiled = fn.lower(jax.random.PRNGKey(3), x, jnp.arange(8), bank).compile()
     out[mode] = compiled(jax.random.PRNGKey(3), x, jnp.arange(8), bank)
     temp[mode] = compiled.memory_analysis().temp_size_in_bytes
@@ -72,3 +75,80 @@ def test_drawing_one_at_a_time_gives_the_same_examples_in_less_memory(tmp_path):
   assert temp['map'] < temp['vmap'] / 3, temp
   assert not anomalies.one_at_a_time(tiny_config(tmp_path, 'data.resolution=256'))
   assert anomalies.one_at_a_time(tiny_config(tmp_path, 'data.resolution=512'))
+
+
+def test_perlin_noise_vanishes_on_its_lattice():
+  """Gradient noise is zero at every lattice point (the offsets vanish there) and not
+  elsewhere: 4 cells across 32 px put lattice points every 8 px."""
+  noise = np.asarray(anomalies.perlin(jax.random.PRNGKey(0), 32, 32, jnp.array([4.0, 4.0])))
+  np.testing.assert_allclose(noise[::8, ::8], 0.0, atol=1e-6)
+  assert np.abs(noise[4::8, 4::8]).mean() > 0.05 and np.abs(noise).max() < 1.0
+
+
+@pytest.mark.parametrize('shape', ['patch', 'curve', 'line', 'crack'])
+def test_edge_moves_shapes_onto_a_border(images, shape):
+  (x, other), bank = images[0], images[1]
+  def touches(edge):
+    out = []
+    for k in range(12):
+      m = np.asarray(anomalies.synthesize(jax.random.PRNGKey(k), x, other, bank, shapes=(shape,),
+                                          fillers=('color',), p_clean=0.0, max_size=0.2,
+                                          edge=edge)[1])[..., 0] > 0.5
+      out.append(m[:2].any() or m[-2:].any() or m[:, :2].any() or m[:, -2:].any())
+    return np.mean(out)
+  on, off = touches(1.0), touches(0.0)
+  assert on >= 0.9 and on >= off + 0.25, (on, off)
+
+
+def test_invisible_pastes_are_not_labelled(images):
+  """A copy of a flat image changes nothing: labelled with visible=0, not with visible>0;
+  a flat colour far from the image keeps its full label."""
+  bank = images[1]
+  flat = jnp.full((32, 32, 3), 0.5)
+  kw = dict(shapes=('patch',), p_clean=0.0, min_opacity=1.0)
+  _, m0 = anomalies.synthesize(jax.random.PRNGKey(0), flat, flat, bank, fillers=('copy',), **kw)
+  _, m1 = anomalies.synthesize(jax.random.PRNGKey(0), flat, flat, bank, fillers=('copy',),
+                               visible=0.08, **kw)
+  assert float(m0.max()) == 1.0 and float(m1.max()) == 0.0
+  dark = jnp.zeros((32, 32, 3))
+  _, m2 = anomalies.synthesize(jax.random.PRNGKey(0), dark + 0.9, dark, bank,
+                               fillers=('other',), visible=0.08, **kw)
+  _, m3 = anomalies.synthesize(jax.random.PRNGKey(0), dark + 0.9, dark, bank,
+                               fillers=('other',), **kw)
+  np.testing.assert_allclose(np.asarray(m2)[np.asarray(m3) == 1], 1.0)
+
+
+def test_cracks_are_thin(images):
+  (x, other), bank = images[0], images[1]
+  for k in range(4):
+    m = np.asarray(anomalies.synthesize(jax.random.PRNGKey(k), x, other, bank, shapes=('crack',),
+                                        fillers=('color',), p_clean=0.0)[1])[..., 0] > 0.5
+    # the mask's area against its extent: a filled shape would have area ~ extent²
+    ys, xs = np.nonzero(m)
+    extent = max(np.ptp(ys), np.ptp(xs)) + 1
+    assert m.sum() <= 2.5 * extent, (k, m.sum(), extent)
+
+
+def test_texture_bank_with_procedural_textures():
+  bank = anomalies.texture_bank(32, 1, per_source=1, procedural=6)
+  assert bank.shape == (8 + 6, 32, 32, 1) and bank.dtype == np.float32
+  assert bank.min() >= 0 and bank.max() <= 1
+  proc = bank[8:, ..., 0]
+  assert all(p.std() > 0.02 for p in proc)  # patterned, not flat
+  np.testing.assert_array_equal(bank, anomalies.texture_bank(32, 1, per_source=1, procedural=6))
+
+
+def test_the_crd_draws_from_crd_anomaly_without_its_holdout(tmp_path):
+  config = tiny_config(tmp_path, "crd_anomaly.shapes=('patch','crack')",
+                       "crd_anomaly.holdout=('crack',)", "anomaly.shapes=('blob',)")
+  assert anomalies.generator(config, 3)['shapes'] == ('patch',)
+  assert anomalies.generator(config, 1)['shapes'] == ('blob',)
+  assert anomalies.generator(config, 3)['fillers'] == tuple(config.crd_anomaly.fillers)
+  val = (np.random.default_rng(0).random((4, 32, 32, 3)) * 255).astype(np.uint8)
+  config = config_lib.apply_overrides(config, ['data.resolution=32'])
+  only, masks = validation.validation_set(config, val, families=('crack',))
+  every, _ = validation.validation_set(config, val)
+  assert not np.array_equal(only[4:], every[4:])
+  for m in masks[4:]:  # thin: a crack, not a patch
+    ys, xs = np.nonzero(m)
+    assert len(ys) == 0 or m.sum() <= 2.5 * (max(np.ptp(ys), np.ptp(xs)) + 1)

@@ -46,6 +46,10 @@ def test_overrides_apply(tmp_path):
     ('method=fae', r'method=fae trains one network in one stage: set stages=\(1,\)'),
     ('score.source=fae', "score.source='fae' needs method=fae"),
     ('score.discrepancy=mse+psnr', r"score.discrepancy='mse\+psnr': unknown \['psnr'\]"),
+    ("crd_anomaly.holdout=('star',)", r"crd_anomaly.holdout: \['star'\] not in"),
+    ('crd_anomaly.edge=1.5', r'crd_anomaly.edge=1.5 must be a probability'),
+    ('model.crd_arch=resnet', 'model.crd_arch=.resnet. is not one of'),
+    ('model.crd_levels=5', r'model.crd_levels=5 must be >= 0 and 2\^levels must divide'),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):
   with pytest.raises(ConfigError, match=match):
@@ -83,3 +87,21 @@ def test_a_run_saved_before_new_keys_still_loads_and_resumes(tmp_path):
   with pytest.raises(config_lib.ConfigError, match='data.source'):
     config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config,
                                                                   ['data.source=prepared']))
+
+
+def test_a_run_saved_before_the_new_crd_keeps_its_crd():
+  """Keys whose default changed take the value that reproduces the old run: its small
+  zero-padded CRD with unweighted BCE, trained on the `anomaly` generator."""
+  old = json.loads(config_lib.to_json(config_lib.load_config('tiny')))
+  for key in ('crd_arch', 'crd_padding', 'crd_pos_weight', 'crd_levels', 'crd_focal_gamma'):
+    del old['model'][key]
+  del old['crd_anomaly']
+  for key in ('edge', 'visible', 'procedural'):
+    del old['anomaly'][key]
+  old['anomaly']['shapes'] = ['patch', 'line']
+  c = config_lib.saved(old)
+  assert (c.model.crd_arch, c.model.crd_padding, c.model.crd_pos_weight) == ('small', '', 1.0)
+  assert c.crd_anomaly.shapes == ('patch', 'line') and c.crd_anomaly.edge == 0.0
+  assert c.crd_anomaly.visible == 0.0 and c.crd_anomaly.procedural == 0
+  new = config_lib.saved(json.loads(config_lib.to_json(config_lib.load_config('tiny'))))
+  assert new.model.crd_arch == 'unet' and new.crd_anomaly.edge > 0

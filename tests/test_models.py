@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import tiny_config
-from rcae_jax import discrepancy, inference, ops
+from rcae_jax import discrepancy, inference, losses, ops
 from rcae_jax import model as model_lib
 from rcae_jax.models import crd, layers
 
@@ -174,3 +174,69 @@ def test_fae_unet_shapes_and_one_stage(tmp_path, x):
   assert np.all((out['recon'] >= 0) & (out['recon'] <= 1))
   # dilations 1..8 in a 4x4 bottleneck with reflect padding: defined, finite
   assert np.isfinite(np.asarray(out['score'])).all()
+
+
+@pytest.mark.parametrize('arch,reaches_corner', [('unet', True), ('small', False)])
+def test_what_one_crd_logit_sees(tmp_path, arch, reaches_corner):
+  """The U-Net CRD's centre logit depends on the image corners 16 px away at 32²; the
+  paper's small CRD sees ~11 px."""
+  config = tiny_config(tmp_path, 'data.resolution=32', 'model.depth=2', f'model.crd_arch={arch}')
+  model = model_lib.from_config(config)
+  params = model.init('crd', jax.random.PRNGKey(0))
+  seq = jax.random.uniform(jax.random.PRNGKey(1), (2, 1, 32, 32, 3))
+  x = jax.random.uniform(jax.random.PRNGKey(2), (1, 32, 32, 3))
+  g = jax.grad(lambda s: model.crd_logits(params, s, x)[0, 16, 16, 0])(seq)
+  reach = np.abs(np.asarray(g)).sum(axis=(0, 1, 4)) > 0
+  assert reach[:2, :2].any() == reaches_corner
+  assert reach[16, 16]
+
+
+def test_unet_crd_field_covers_the_image():
+  for res in (64, 128, 256, 1024):
+    assert crd.receptive_field(crd.auto_levels(res)) >= res, res
+  assert crd.auto_levels(64) == 3 and crd.auto_levels(128) == 4
+
+
+def _bce(z, t):
+  return np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+
+
+@pytest.mark.parametrize('loss', ['bce', 'focal'])
+def test_crd_losses_against_numpy(tmp_path, loss):
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(2, 8, 8, 1)).astype(np.float32) * 2
+  t = (rng.random((2, 8, 8, 1)) < 0.1).astype(np.float32)
+  config = tiny_config(tmp_path, f'model.crd_loss={loss}', 'model.crd_grad_weight=0.0',
+                       'model.crd_pos_weight=0.0', 'model.crd_focal_gamma=2.0')
+  got = float(losses.crd_loss(jnp.asarray(t), jnp.asarray(z), config))
+  if loss == 'bce':  # balanced: positives weigh (negatives / positives)
+    w = 1 + (t.size - t.sum()) / t.sum() * t - t
+    want = np.mean(w * _bce(z, t))
+  else:
+    p = 1 / (1 + np.exp(-z))
+    pt = np.where(t == 1, p, 1 - p)
+    want = np.mean((1 - pt) ** 2 * -np.log(pt))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  plain = tiny_config(tmp_path, 'model.crd_loss=bce', 'model.crd_grad_weight=0.0',
+                      'model.crd_pos_weight=1.0')
+  np.testing.assert_allclose(float(losses.crd_loss(jnp.asarray(t), jnp.asarray(z), plain)),
+                             np.mean(_bce(z, t)), rtol=1e-5)
+
+
+@pytest.mark.parametrize('kernel,strides,dilation', [((3, 3), 1, 1), ((4, 4), 2, 1),
+                                                     ((3, 3), 2, 1), ((3, 3), 1, 4),
+                                                     ((3, 3), 1, 16)])
+def test_reflect_conv_equals_flax_reflect(kernel, strides, dilation):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  ref = nn.Conv(5, kernel, (strides, strides), padding='REFLECT', kernel_dilation=dilation)
+  p = ref.init(jax.random.PRNGKey(1), x)
+
+  class Ours(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return layers.conv(5, kernel, (strides, strides), 'REFLECT', dilation)(x)
+
+  ours = {'params': {'Conv_0': p['params']}}
+  np.testing.assert_allclose(Ours().apply(ours, x), ref.apply(p, x), atol=1e-5)
+  g = jax.grad(lambda x: Ours().apply(ours, x).sum())(x)
+  np.testing.assert_allclose(g, jax.grad(lambda x: ref.apply(p, x).sum())(x), atol=1e-4)

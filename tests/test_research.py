@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from conftest import ROOT
-from rcae_jax import evaluators, sweep
+from rcae_jax import config as config_lib
+from rcae_jax import anomalies, evaluators, sweep
 from rcae_jax.evaluators import dynamics
 
 
@@ -87,3 +88,16 @@ def test_stage_reuse_needs_every_key_the_stage_reads():
   assert sweep._same_for_stage(a, {**a, 'model.crd_diff': False}, 2)
   assert not sweep._same_for_stage(a, {**a, 'model.crd_diff': False}, 3)
   assert not sweep._same_for_stage(a, {k: v for k, v in a.items() if k != 'model.depth'}, 1)
+
+
+def test_generalisation_preset_holds_out_families():
+  preset = sweep.load_preset('generalisation')
+  configs = dict(sweep.expand(preset, config_lib.load_config('mtd:cpu')))
+  assert configs['all families'].crd_anomaly.holdout == ()
+  thin = configs['without thin shapes']
+  assert thin.crd_anomaly.holdout == ('line', 'curve', 'crack')
+  assert set(anomalies.generator(thin)['shapes']) == {'patch', 'blob', 'perlin', 'fae'}
+  # stages 1-2 are the same computation in every variant: trained once, then copied
+  a, b = config_lib.flat(configs['all families']), config_lib.flat(thin)
+  assert sweep._same_for_stage(a, b, 1) and sweep._same_for_stage(a, b, 2)
+  assert not sweep._same_for_stage(a, b, 3)

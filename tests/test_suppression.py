@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import tiny_config
-from rcae_jax import anomalies, files, losses, suppression
+from rcae_jax import anomalies, evaluators, files, losses, suppression
 from rcae_jax import model as model_lib
 from rcae_jax.evaluators import validation
 
@@ -49,6 +49,24 @@ def test_validation_json_has_the_per_depth_suppression(trained_run):
   assert all(0 <= v for v in supp['residual_R'])
   assert supp['recon_source'] == 'dpn' and 0 <= supp['recon_image_auroc'] <= 100
   assert 0 <= val['border_share'] <= 1 and val['border_px'] == 8
+  assert val['border_share_uniform'] == validation.uniform_border_share(16) == 1.0
+  np.testing.assert_allclose(validation.uniform_border_share(64), 0.4375)
+  # the configured score (gaussian, max) recomputed from the raw maps equals the detector's
+  same = val['score_choices']['gaussian, max']
+  for k in ('image_auroc', 'pixel_auroc', 'aupro'):
+    np.testing.assert_allclose(same[k], val['metrics'][k], atol=1e-6)
+  assert same['border_share'] == val['border_share'] and 'holdout' not in val
+
+
+def test_validation_on_held_out_families(trained_run):
+  """With crd_anomaly.holdout, validation also scores a set drawn from those families only."""
+  ctx = evaluators.Context.of_run(trained_run, ["crd_anomaly.holdout=('crack', 'line')"],
+                                  need_test=False)
+  val = evaluators.validation.run(ctx)
+  held = val['holdout']
+  assert held['families'] == ['crack', 'line'] and 0 <= held['metrics']['image_auroc'] <= 100
+  assert held['metrics'] != val['metrics']
+  assert not (trained_run / 'eval').exists() or ctx.write is False
 
 
 def test_region_balanced_loss_weighs_each_region_by_its_mean():

@@ -46,8 +46,15 @@ def get_config():
   c.model.crd_diff = True
   # l2: the paper's |M_A - M_P|² + |∇M_A - ∇M_P|². bce: cross-entropy + crd_grad_weight x
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
-  c.model.crd_loss = 'bce'
+  c.model.crd_loss = 'bce'        # | focal (DRAEM's) | l2; from logits
+  c.model.crd_pos_weight = 0.0   # bce weight of anomalous pixels; 0 = balanced per batch
+  c.model.crd_focal_gamma = 2.0
   c.model.crd_grad_weight = 0.1
+  # small: the paper's 4-layer CRD (sees ~11 px) | unet: still 3x3x3 over the steps, halving
+  # crd_levels times (0 = down to 8 px) with a dilated bottleneck: sees the whole image
+  c.model.crd_arch = 'unet'
+  c.model.crd_levels = 0
+  c.model.crd_padding = 'reflect'  # '' = model.padding; reflect: no invented image edges
   c.model.dtype = 'float32'      # compute dtype: float32 | bfloat16 (both methods)
   c.model.remat = False          # RcAE E/D steps recomputed in the backward pass (memory)
 
@@ -76,15 +83,25 @@ def get_config():
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
 
+  # Pseudo-anomalies (rcae_jax/anomalies.py): `anomaly` for the restoring stages 1-2,
+  # `crd_anomaly` for the CRD (stage 3).
   c.anomaly = ml_collections.ConfigDict()
-  c.anomaly.p_clean = 0.2        # fraction of stage-3 images left normal
+  c.anomaly.p_clean = 0.2        # fraction of images left normal
   c.anomaly.shapes = ('patch', 'blob', 'line', 'curve')
   c.anomaly.fillers = ('color', 'copy', 'other', 'texture', 'noise')
   c.anomaly.min_opacity = 0.5
   c.anomaly.max_size = 0.3       # largest shape extent as a fraction of the side
+  c.anomaly.edge = 0.0           # probability a shape is moved onto an image border
+  c.anomaly.visible = 0.0        # > 0: label a pixel by its visible change / visible (cap 1)
+  c.anomaly.procedural = 0       # procedural textures added to the 16 real ones
   c.anomaly.batching = 'auto'    # map: one example at a time, only its drawn shape/filler is
                                  # computed (memory at 1024²) | vmap: every branch for every
                                  # example (faster when small) | auto: map from 512² up
+  c.crd_anomaly = ml_collections.ConfigDict(dict(
+      p_clean=0.2, shapes=('patch', 'blob', 'line', 'curve', 'perlin', 'crack', 'fae'),
+      fillers=('color', 'copy', 'other', 'texture', 'noise', 'intensity'), min_opacity=0.3,
+      max_size=0.3, edge=0.3, visible=0.08, procedural=16,
+      holdout=()))               # shapes/fillers the CRD never sees (`generalisation`)
 
   c.score = ml_collections.ConfigDict()
   c.score.sigma = 4.0            # Gaussian smoothing, pixels at 256² (scaled with resolution)

@@ -3,8 +3,10 @@
 Pass the data location: --data mtd:/path/to/mtd. `:cpu` is the 2-core CPU budget
 (64², the demo's network).
 
-Region-scale pseudo-anomalies (`anomaly.shapes` += region, `anomaly.fillers` += intensity)
-were tried for the missed `uneven`/`break` defects and lost on validation (README, Results).
+Region-scale pseudo-anomalies for the restoring stages (`anomaly.shapes` += region,
+`anomaly.fillers` += intensity) were tried for the missed `uneven`/`break` defects and lost on
+validation (README, Results). The CRD takes the base config's detector (U-Net CRD, its own
+pseudo-anomalies `crd_anomaly.*`), chosen on validation by `sweep detector` (README).
 """
 from experiments.configs import base
 

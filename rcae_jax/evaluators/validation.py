@@ -9,17 +9,30 @@ from rcae_jax import anomalies, files, inference, metrics, suppression
 from rcae_jax import config as config_lib
 
 BORDER_PX = 8  # "near the border" for border_share
+# The validation generator, fixed whatever a run trained on: every shape and filler, a
+# third of the shapes on a border, faint pastes unlabelled (anomalies.synthesize).
+GENERATOR = dict(min_opacity=0.3, max_size=0.3, edge=0.3, visible=0.08)
+# Image score / map smoothing pairs compared on validation (`score_choices`).
+SCORE_CHOICES = {
+    'gaussian, max': ['score.smoothing=gaussian', 'score.image=max'],
+    'gaussian, top-k mean': ['score.smoothing=gaussian', 'score.image=topk'],
+    'mean filter, max': ['score.smoothing=mean', 'score.image=max'],
+    'mean filter, top-k mean': ['score.smoothing=mean', 'score.image=topk'],
+}
 
 
-def validation_batches(config, val_images, seed=0):
+def validation_batches(config, val_images, seed=0, families=()):
   """Yields (indices, images uint8, masks bool, clean uint8) over the validation set: the
   held-out normals (indices 0..n-1), then one pseudo-anomalous copy of each (n..2n-1), in
   batches of eval_batch_size; `clean` is the image before any defect was planted.
 
-  Every shape and filler is used, whatever the run trained on, with a texture bank cropped
-  with another seed, so runs that differ in their training pseudo-anomalies are compared on
-  the same set. Copy i takes image i-1 as its `other` source and key i of one split: the set
-  is a function of the images alone, whatever the batch size.
+  Every shape and filler is used (`GENERATOR`), whatever the run trained on, with a texture
+  bank cropped with another seed, so runs that differ in their training pseudo-anomalies are
+  compared on the same set; `families` (shape and filler names) draws only those shapes
+  (or every shape if none is named) and those fillers (likewise): the families the CRD
+  never saw (`crd_anomaly.holdout`). Copy i takes image i-1 as its
+  `other` source and key i of one split: the set is a function of the images alone,
+  whatever the batch size.
   """
   res, ch = config.data.resolution, config.data.channels
   n = len(val_images)
@@ -28,11 +41,15 @@ def validation_batches(config, val_images, seed=0):
     idx = np.arange(start, min(n, start + bs))
     x = np.asarray(val_images[idx])
     yield idx, x, np.zeros((len(idx), res, res), bool), x
-  textures = anomalies.texture_bank(res, ch, seed=seed + 1)
+  textures = anomalies.texture_bank(res, ch, seed=seed + 1, procedural=16)
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
+  shapes, fillers = tuple(anomalies.SHAPES), tuple(anomalies.FILLERS)
+  shapes = tuple(f for f in families if f in anomalies.SHAPES) or shapes
+  fillers = tuple(f for f in families if f in anomalies.FILLERS) or fillers
   fn = jax.jit(jax.vmap(
-      lambda k, img, other: anomalies.synthesize(k, img / 255.0, other / 255.0, textures,
-                                                 p_clean=0.0)))
+      lambda k, img, other: anomalies.synthesize(
+          k, img / 255.0, other / 255.0, textures, shapes=shapes, fillers=fillers,
+          p_clean=0.0, **GENERATOR)))
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
     pad = np.r_[idx, np.full(bs - len(idx), idx[-1])]
@@ -44,9 +61,9 @@ def validation_batches(config, val_images, seed=0):
            np.asarray(mask[:k])[..., 0] > 0.5, x[:k])
 
 
-def validation_set(config, val_images, seed=0):
+def validation_set(config, val_images, seed=0, families=()):
   """The whole validation set: (images uint8 (2n, ...), masks bool (2n, H, W))."""
-  parts = list(validation_batches(config, val_images, seed))
+  parts = list(validation_batches(config, val_images, seed, families))
   return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
@@ -83,10 +100,14 @@ class _Scored:
 
 def run(ctx):
   """-> validation.json's content: {'n_images', 'metrics', 'suppression', 'border_share',
-  'border_px'}; None without held-out images. Reads the saved file when ctx.reuse_saved.
+  'border_px', 'score_choices'} and, with crd_anomaly.holdout, 'holdout'; None without
+  held-out images. Reads the saved file when ctx.reuse_saved.
 
   Streamed batch by batch (host memory holds one batch and the histograms): the configured
-  detector, and the reconstruction-error detector with its suppression per depth."""
+  detector, and the reconstruction-error detector with its suppression per depth;
+  `score_choices`: the detector's metrics under each image score / smoothing of
+  SCORE_CHOICES (the one to configure is picked here, never on the test set); `holdout`:
+  the detector's metrics on a set drawn from the family the CRD never saw."""
   path = ctx.workdir / 'validation.json'
   if ctx.reuse_saved and path.exists():
     return files.read_json(path)
@@ -96,8 +117,10 @@ def run(ctx):
   src = recon_source(config)
   rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
   shared = config_lib.score_source(config) == src  # one computation serves both
+  choices = {name: config_lib.apply_overrides(config, ov) for name, ov in SCORE_CHOICES.items()}
   n, bits = 2 * len(val_images), config.get('eval_pixel_bits', 0)
   detector, recon = _Scored(n, bits), _Scored(n, bits)
+  chosen = {name: _Scored(n, bits) for name in choices}
   supp = {'R': None, 'D': None}
   for idx, images, masks, clean in validation_batches(config, val_images, config.data.seed):
     out = inference.run(rec_cfg, ctx.params, images, with_sequences=True)
@@ -107,7 +130,10 @@ def run(ctx):
       if key in out:
         supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
     recon.add(idx, out, masks)
-    detector.add(idx, out if shared else inference.run(config, ctx.params, images), masks)
+    det = out if shared else inference.run(config, ctx.params, images, with_sequences=True)
+    detector.add(idx, det, masks)
+    for name, cfg in choices.items():
+      chosen[name].add(idx, inference.rescore(cfg, det['raw']), masks)
   entry = {'visible_threshold': suppression.VISIBLE, 'recon_source': src}
   for name, total in supp.items():
     if total is not None:
@@ -116,12 +142,29 @@ def run(ctx):
       entry[f'normal_error_{name}'] = m['normal_error']
   entry.update({f'recon_{m}': v for m, v in recon.metrics().items() if m != 'bounds'})
   info = {'n_images': n, 'metrics': detector.metrics(), 'suppression': entry,
-          'border_share': detector.border_share(), 'border_px': BORDER_PX}
+          'border_share': detector.border_share(), 'border_px': BORDER_PX,
+          'border_share_uniform': uniform_border_share(config.data.resolution),
+          'score_choices': {name: {**_plain(sc.metrics()), 'border_share': sc.border_share()}
+                            for name, sc in chosen.items()}}
+  holdout = tuple(config.crd_anomaly.holdout) if 3 in config.stages else ()
+  if holdout:
+    held = _Scored(n, bits)
+    for idx, images, masks, _ in validation_batches(config, val_images, config.data.seed,
+                                                    holdout):
+      held.add(idx, inference.run(config, ctx.params, images), masks)
+    info['holdout'] = {'families': list(holdout), 'metrics': _plain(held.metrics())}
   if ctx.write and ctx.is_main:
     files.write_json(path, info)
     print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
         f'{k} {info["metrics"][k]:.1f}' for k in metrics.METRICS), flush=True)
+    if holdout:
+      print(f'validation on the held-out families {holdout} only: ' + ', '.join(
+          f'{k} {info["holdout"]["metrics"][k]:.1f}' for k in metrics.METRICS), flush=True)
   return info
+
+
+def _plain(m):
+  return {k: v for k, v in m.items() if k != 'bounds'}
 
 
 def border_count(normal_maps, width=BORDER_PX):
@@ -132,6 +175,12 @@ def border_count(normal_maps, width=BORDER_PX):
   flat = normal_maps.reshape(n, -1).argmax(axis=1)
   y, x = flat // w, flat % w
   return int(((y < width) | (y >= h - width) | (x < width) | (x >= w - width)).sum())
+
+
+def uniform_border_share(side, width=BORDER_PX):
+  """The border share of maps with no preferred place: the border band's share of the
+  image, 1 - (1 - 2 width / side)² (0.44 at 64², 0.23 at 128², 0.12 at 256²)."""
+  return 1 - max(0.0, 1 - 2 * width / side) ** 2
 
 
 def border_share(normal_maps, width=BORDER_PX):

@@ -19,8 +19,8 @@ class DPN(nn.Module):
     h = conv(self.features, (3, 3), (1, 1))(h)
     h = conv(2 * self.features, (4, 4), (2, 2))(h)
     h = conv(self.features, (3, 3), (1, 1))(layers.upsample2x(h))
-    residual = nn.Conv(self.out_channels, (3, 3), padding=self.padding, dtype=self.dtype,
-                       kernel_init=nn.initializers.zeros)(h)  # starts as the identity
+    residual = layers.conv(self.out_channels, padding=self.padding, dtype=self.dtype,
+                           kernel_init=nn.initializers.zeros)(h)  # starts as the identity
     return recon + residual.astype(jnp.float32)
 
 

@@ -41,7 +41,7 @@ class UNet(nn.Module):
     for level in range(self.levels - 2, -1, -1):
       h = jnp.concatenate([layers.upsample2x(h), skips[level]], axis=-1)
       h = conv(width(level))(conv(width(level))(h))
-    out = nn.Conv(self.out_channels, (3, 3), padding=self.padding, dtype=self.dtype)(h)
+    out = layers.conv(self.out_channels, padding=self.padding, dtype=self.dtype)(h)
     return nn.sigmoid(out.astype(jnp.float32))
 
 
