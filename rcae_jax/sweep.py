@@ -106,7 +106,7 @@ _NOT_READ = {
 
 
 def _same_for_stage(a, b, stage):
-  ignore = _NOT_READ.get(stage, ())
+  ignore = _NOT_READ.get(stage, _NEVER_READ)
   if a.get(f'stage{stage}.restore') or b.get(f'stage{stage}.restore'):
     ignore = tuple(k for k in ignore if k != 'anomaly.')  # a restoring stage reads them
   keys = {k for k in a.keys() | b.keys() if not k.startswith(ignore)}

@@ -101,3 +101,7 @@ def test_generalisation_preset_holds_out_families():
   a, b = config_lib.flat(configs['all families']), config_lib.flat(thin)
   assert sweep._same_for_stage(a, b, 1) and sweep._same_for_stage(a, b, 2)
   assert not sweep._same_for_stage(a, b, 3)
+  # a scoring change trains nothing: every stage is copied
+  scored = config_lib.flat(config_lib.apply_overrides(configs['all families'],
+                                                      ['score.image=topk']))
+  assert all(sweep._same_for_stage(a, scored, s) for s in (1, 2, 3))
