@@ -47,7 +47,9 @@ def get_config():
   # l2: the paper's |M_A - M_P|² + |∇M_A - ∇M_P|². bce: cross-entropy + crd_grad_weight x
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
   c.model.crd_loss = 'bce'        # | focal (DRAEM's) | l2; from logits
-  c.model.crd_pos_weight = 0.0   # bce weight of anomalous pixels; 0 = balanced per batch
+  # bce weight of anomalous pixels; 0 = balanced per batch. 1 (unweighted) won on MTD
+  # validation: 76.8 vs 74.0 mean of I-AUROC and AUPRO, two seeds (README, detector)
+  c.model.crd_pos_weight = 1.0
   c.model.crd_focal_gamma = 2.0
   c.model.crd_grad_weight = 0.1
   # small: the paper's 4-layer CRD (sees ~11 px) | unet: still 3x3x3 over the steps, halving

@@ -8,8 +8,9 @@ they learn from. Stages 1-2 are shared by every variant (copied, not retrained).
   padding, class-balanced BCE);
 - CRD small, new pseudo-anomalies: only the generator changes (Perlin, cracks, FAE shapes,
   intensity fills, border-touching shapes, procedural textures, no label on invisible pastes);
-- CRD U-Net, new pseudo-anomalies: both (today's defaults);
-- CRD U-Net, unweighted BCE: class balance off (every pixel weighs the same);
+- CRD U-Net, new pseudo-anomalies: both, with class-balanced BCE;
+- CRD U-Net, unweighted BCE: class balance off (every pixel weighs the same): chosen on
+  validation, today's defaults;
 - top-k mean score rows: the image score validation preferred (`score_choices`), on the
   same trained networks.
 """
@@ -28,12 +29,12 @@ def get_sweep():
       'variants': [
           ('+RcAE +DPN', ['stages=(1, 2)']),
           ('CRD small, old pseudo-anomalies', OLD_CRD + OLD_GENERATOR),
-          ('CRD U-Net, new pseudo-anomalies', []),
+          ('CRD U-Net, new pseudo-anomalies', ['model.crd_pos_weight=0.0']),
           ('CRD small, new pseudo-anomalies', OLD_CRD),
-          ('CRD U-Net, old pseudo-anomalies', OLD_GENERATOR),
-          ('CRD U-Net, unweighted BCE', ['model.crd_pos_weight=1.0']),
+          ('CRD U-Net, old pseudo-anomalies', OLD_GENERATOR + ['model.crd_pos_weight=0.0']),
+          ('CRD U-Net, unweighted BCE', []),  # today's defaults
           # scored differently, same training: stages 1-3 are copied, only evaluation runs
-          ('CRD U-Net, top-k mean score', ['score.image=topk']),
+          ('CRD U-Net, top-k mean score', ['model.crd_pos_weight=0.0', 'score.image=topk']),
           ('+RcAE +DPN, top-k mean score', ['stages=(1, 2)', 'score.image=topk']),
       ],
   }
