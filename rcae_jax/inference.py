@@ -51,7 +51,8 @@ def make_inference(config, with_sequences=False):
 
   Returns {'map': (B, H, W) smoothed anomaly map, 'score': (B,)} and, with_sequences,
   'raw' (B, H, W) the map before smoothing (`rescore`), 'recon' (N, B, H, W, C) and
-  'enhanced' (N, B, H, W, C) when the DPN is used.
+  'enhanced' (N, B, H, W, C) when the DPN is used; with_sequences='raw': only 'raw' (no
+  sequences fetched to the host).
   """
   model = model_lib.from_config(config)
   source = config_lib.score_source(config)
@@ -59,7 +60,7 @@ def make_inference(config, with_sequences=False):
   def infer(params, images):
     chex.assert_shape(images, (None,) + model.image_shape)
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
-    raw, out = model.raw_map(params, x, source, with_sequences)
+    raw, out = model.raw_map(params, x, source, with_sequences is True)
     smoothed = smooth(raw, config)
     if with_sequences:
       out['raw'] = raw[..., 0]

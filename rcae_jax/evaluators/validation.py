@@ -43,9 +43,8 @@ def validation_batches(config, val_images, seed=0, families=()):
     yield idx, x, np.zeros((len(idx), res, res), bool), x
   textures = anomalies.texture_bank(res, ch, seed=seed + 1, procedural=16)
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
-  shapes, fillers = tuple(anomalies.SHAPES), tuple(anomalies.FILLERS)
-  shapes = tuple(f for f in families if f in anomalies.SHAPES) or shapes
-  fillers = tuple(f for f in families if f in anomalies.FILLERS) or fillers
+  shapes = tuple(f for f in families if f in anomalies.SHAPES) or tuple(anomalies.SHAPES)
+  fillers = tuple(f for f in families if f in anomalies.FILLERS) or tuple(anomalies.FILLERS)
   fn = jax.jit(jax.vmap(
       lambda k, img, other: anomalies.synthesize(
           k, img / 255.0, other / 255.0, textures, shapes=shapes, fillers=fillers,
@@ -130,7 +129,7 @@ def run(ctx):
       if key in out:
         supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
     recon.add(idx, out, masks)
-    det = out if shared else inference.run(config, ctx.params, images, with_sequences=True)
+    det = out if shared else inference.run(config, ctx.params, images, with_sequences='raw')
     detector.add(idx, det, masks)
     for name, cfg in choices.items():
       chosen[name].add(idx, inference.rescore(cfg, det['raw']), masks)
