@@ -121,6 +121,9 @@ _CHOICES = {
     'score.source': ('auto', 'crd', 'dpn', 'rcae', 'fae'),
     'score.smoothing': ('gaussian', 'mean'),
     'method': ('rcae', 'fae'),
+    'stage1.schedule': ('constant', 'cosine'),
+    'stage2.schedule': ('constant', 'cosine'),
+    'stage3.schedule': ('constant', 'cosine'),
 }
 
 

@@ -26,7 +26,15 @@ from rcae_jax import model as model_lib
 from rcae_jax.data import batches as batches_lib
 
 
-def optimizer(lr):
+def optimizer(stage_config, total_steps=None):
+  """Adam at stageK.lr, held (schedule 'constant', the paper's) or cosine-decayed to 0 over
+  the stage's total_steps ('cosine'). The step count lives in the optimizer state, so a
+  resumed stage continues the same schedule."""
+  lr = stage_config.lr
+  if stage_config.get('schedule', 'constant') == 'cosine':
+    if not total_steps:
+      raise ValueError('a cosine schedule needs the stage\'s total steps')
+    lr = optax.cosine_decay_schedule(lr, total_steps)
   return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
@@ -49,11 +57,11 @@ class TrainStep:
   per (stage, config, mesh) by `train_step`, so a resumed or repeated stage compiles nothing.
   """
 
-  def __init__(self, stage, config, mesh):
+  def __init__(self, stage, config, mesh, total_steps=None):
     self.stage, self.config, self.mesh = stage, config, mesh
     self.model = model_lib.from_config(config)
     self.net = self.model.stage_nets[stage]
-    self.tx = optimizer(config[f'stage{stage}'].lr)
+    self.tx = optimizer(config[f'stage{stage}'], total_steps)
     self._programs = {}
 
   def init_state(self):
@@ -95,13 +103,16 @@ class TrainStep:
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step(stage, config_json, mesh):
-  return TrainStep(stage, config_lib.from_json(config_json), mesh)
+def _train_step(stage, config_json, mesh, total_steps):
+  return TrainStep(stage, config_lib.from_json(config_json), mesh, total_steps)
 
 
-def train_step(stage, config, mesh):
-  """The stage's TrainStep (cached per stage, config and mesh)."""
-  return _train_step(stage, config_lib.to_json(config), mesh)
+def train_step(stage, config, mesh, total_steps=None):
+  """The stage's TrainStep (cached per stage, config and mesh, and per length when a cosine
+  schedule depends on it)."""
+  if config[f'stage{stage}'].get('schedule', 'constant') == 'constant':
+    total_steps = None
+  return _train_step(stage, config_lib.to_json(config), mesh, total_steps)
 
 
 def num_steps(config, stage, n_train):
@@ -116,7 +127,7 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   """
   stage_dir = pathlib.Path(workdir) / f'stage{stage}'
   total = num_steps(config, stage, len(train_images))
-  step_fn = train_step(stage, config, mesh)
+  step_fn = train_step(stage, config, mesh, total)
   state = parallel.replicate(step_fn.init_state(), mesh)
   mgr = checkpoints.manager(stage_dir / 'ckpt')
   restored = checkpoints.restore(mgr, like=state)

@@ -181,3 +181,20 @@ def test_validation_scores_held_out_pseudo_anomalies(trained_run):
   assert val['n_images'] >= 2 and val['n_images'] % 2 == 0
   for k in metrics.METRICS:
     assert 0 <= val['metrics'][k] <= 100, (k, val)
+
+
+def test_cosine_schedule_decays_to_zero_over_the_stage(tmp_path):
+  """stage3.schedule=cosine: the learning rate after k of T updates is lr (1 + cos(pi k/T)) / 2
+  (read from the optimizer state, which a checkpoint carries); constant keeps lr."""
+  config = _stage_config(tmp_path, 'stage3.schedule=cosine', 'stage3.lr=0.01')
+  params = {'w': jnp.ones(3)}
+  for schedule, expect in (('cosine', lambda k: 0.005 * (1 + np.cos(np.pi * k / 8))),
+                           ('constant', lambda k: 0.01)):
+    stage = config_lib.apply_overrides(config, [f'stage3.schedule={schedule}']).stage3
+    tx = train.optimizer(stage, total_steps=8)
+    state = tx.init(params)
+    for k in range(9):
+      _, state = tx.update({'w': jnp.ones(3)}, state, params)
+      np.testing.assert_allclose(float(state.hyperparams['learning_rate']), expect(k), atol=1e-7)
+  with pytest.raises(ValueError, match='total steps'):
+    train.optimizer(config.stage3)

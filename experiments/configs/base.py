@@ -78,11 +78,14 @@ def get_config():
   # error); noise is FAE's identity anchor, N(0, s²), s ~ U[0, noise] per image, added alike
   # to input and target. The paper's plain reconstruction of clean images (an identity map
   # in practice: 96 % of a planted defect survived) is restore=False (`paper.py`).
+  # schedule: constant (the paper's Adam) | cosine (decayed to 0 over the stage's steps)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
-                                            noise=0.04, region_weight=1.0))
+                                            noise=0.04, region_weight=1.0,
+                                            schedule='constant'))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
-                                            noise=0.04, region_weight=1.0))
-  c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4))
+                                            noise=0.04, region_weight=1.0,
+                                            schedule='constant'))
+  c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant'))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
 
   # Pseudo-anomalies (rcae_jax/anomalies.py): `anomaly` for the restoring stages 1-2,
