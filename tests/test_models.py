@@ -185,7 +185,7 @@ def test_what_one_crd_logit_sees(tmp_path, arch, reaches_corner):
   params = model.init('crd', jax.random.PRNGKey(0))
   seq = jax.random.uniform(jax.random.PRNGKey(1), (2, 1, 32, 32, 3))
   x = jax.random.uniform(jax.random.PRNGKey(2), (1, 32, 32, 3))
-  g = jax.grad(lambda s: model.crd_logits(params, s, x)[0, 16, 16, 0])(seq)
+  g = jax.jit(jax.grad(lambda s: model.crd_logits(params, s, x)[0, 16, 16, 0]))(seq)
   reach = np.abs(np.asarray(g)).sum(axis=(0, 1, 4)) > 0
   assert reach[:2, :2].any() == reaches_corner
   assert reach[16, 16]

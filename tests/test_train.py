@@ -28,7 +28,7 @@ def test_each_stage_lowers_its_loss(trained_run):
   key = jax.random.PRNGKey(3)
   for stage in (1, 2, 3):
     assert len(_losses(trained_run, stage)) >= 3
-    loss_fn = losses.stage_objective(stage, model, config, n=config.model.depth)
+    loss_fn = jax.jit(losses.stage_objective(stage, model, config, n=config.model.depth))
     frozen = train.frozen_inputs(stage, params, config)
     at = lambda p, f=frozen, fn=loss_fn: float(np.mean([fn(p, f, batch, jax.random.fold_in(
         key, i))[0] for i in range(4)]))
@@ -47,22 +47,23 @@ def test_run_writes_bundle_config_env_and_calibration(trained_run):
   assert cal['n_val'] > 0 and np.isfinite(cal['threshold'])
 
 
-def test_crd_localises_its_own_pseudo_anomalies(tmp_path):
-  """A short stage 3 at 32² already beats chance on pseudo-anomalies it never saw
-  (held-out images, a texture bank from other crops); measured 0.59 when written."""
-  config = tiny_config(tmp_path / 'cache', 'data.resolution=32', 'model.depth=2',
-                       'stage1.steps=15', 'stage2.steps=5', 'stage3.steps=200', 'stage3.lr=5e-3',
-                       'model.crd_features=16', 'log_every=50', 'score.sigma=0.0')
-  train.train(config, tmp_path / 'run')
-  config, params = checkpoints.load_bundle(tmp_path / 'run')
+def test_crd_localises_its_own_pseudo_anomalies(trained_run):
+  """The shared tiny run's CRD (40 steps at 16²) on pseudo-anomalies it never saw (held-out
+  and training images, a texture bank from other crops): pixel AUROC well above chance and
+  above the same pipeline with an untrained CRD. Measured 0.91 vs 0.54 when written
+  (0.91-0.96 over three training seeds and two anomaly draws; untrained 0.45-0.55)."""
+  config, params = checkpoints.load_bundle(trained_run)
   ds = data_lib.load(config)
   x = jnp.asarray(np.concatenate([ds.val, ds.train[:24]]), jnp.float32) / 255
-  bank = jnp.asarray(anomalies.texture_bank(32, 3, seed=7))
+  bank = jnp.asarray(anomalies.texture_bank(config.data.resolution, 3, seed=7))
   config.anomaly.p_clean = 0.0
   xt, m = anomalies.synthesize_batch(jax.random.PRNGKey(99), x, jnp.arange(len(x)), bank, config)
-  out = inference.run(config, params, np.asarray(jnp.round(xt * 255)).astype(np.uint8))
-  auroc = metrics.auroc(out['map'].ravel(), np.asarray(m).ravel() > 0.5)
-  assert auroc > 0.55, auroc
+  xt = np.asarray(jnp.round(xt * 255)).astype(np.uint8)
+  untrained = dict(params, crd=model_lib.from_config(config).init('crd', jax.random.PRNGKey(0)))
+  auroc = {name: metrics.auroc(inference.run(config, p, xt)['map'].ravel(),
+                               np.asarray(m).ravel() > 0.5)
+           for name, p in (('trained', params), ('untrained', untrained))}
+  assert auroc['trained'] > 0.8 and auroc['trained'] > auroc['untrained'] + 0.25, auroc
 
 
 def _stage_config(tmp_path, *ov):
