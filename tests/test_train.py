@@ -57,7 +57,8 @@ def test_crd_localises_its_own_pseudo_anomalies(trained_run):
   x = jnp.asarray(np.concatenate([ds.val, ds.train[:24]]), jnp.float32) / 255
   bank = jnp.asarray(anomalies.texture_bank(config.data.resolution, 3, seed=7))
   config.anomaly.p_clean = 0.0
-  xt, m = anomalies.synthesize_batch(jax.random.PRNGKey(99), x, jnp.arange(len(x)), bank, config)
+  xt, m = jax.jit(lambda k, im, i: anomalies.synthesize_batch(k, im, i, bank, config))(
+      jax.random.PRNGKey(99), x, jnp.arange(len(x)))
   xt = np.asarray(jnp.round(xt * 255)).astype(np.uint8)
   untrained = dict(params, crd=model_lib.from_config(config).init('crd', jax.random.PRNGKey(0)))
   auroc = {name: metrics.auroc(inference.run(config, p, xt)['map'].ravel(),
