@@ -46,14 +46,17 @@ def overlay_png(image, amap, vmax):
   return buf.getvalue()
 
 
-def heatmaps(path, images, masks, maps, scores, titles, vmax=None):
-  """One row per image: input | ground truth | anomaly map overlaid on the input."""
+def heatmaps(path, images, masks, maps, scores, titles, vmax=None, labels=None):
+  """One row per image: input | ground truth | anomaly map overlaid on the input. A defective
+  image (labels) whose mask lost every pixel in the resize says so instead of looking normal."""
   n = len(images)
   fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
   vmax = vmax if vmax is not None else float(np.max(maps)) or 1.0
   for i in range(n):
     _show(axes[i, 0], images[i], titles[i])
-    _show(axes[i, 1], masks[i], 'ground truth', cmap='gray', vmin=0, vmax=1)
+    empty = labels is not None and labels[i] and not np.any(masks[i])
+    gt = f'ground truth: empty at {masks[i].shape[0]}²' if empty else 'ground truth'
+    _show(axes[i, 1], masks[i], gt, cmap='gray', vmin=0, vmax=1)
     _show(axes[i, 2], overlay(images[i], maps[i], vmax), f'map, score {scores[i]:.3g}')
   return _save(fig, path)
 

@@ -24,6 +24,10 @@ def test_evaluate_writes_metrics_tables_and_pictures(trained_run, capsys):
   assert all(0 <= b < 0.1 for b in result['mean']['bounds'].values())
   assert all(0 <= result['mean'][k] <= 100 for k in metrics.METRICS)
   assert set(result['per_defect']['brick']) == {'scratch', 'texture'}
+  ds = data_lib.load(checkpoints.load_bundle(trained_run)[0], need_test=True)
+  empty = (ds.test_labels == 1) & ~np.asarray(ds.test_masks).any(axis=(1, 2))
+  assert result['empty_masks']['n'] == int(empty.sum())
+  assert sum(result['empty_masks']['per_defect'].values()) == int(empty.sum())
   for name in ('metrics.md', 'heatmaps.png', 'sequence_0.png'):
     assert (trained_run / 'eval' / name).stat().st_size > 0
 

@@ -124,3 +124,22 @@ def test_streamed_pixel_metrics_within_their_bound(seed, ties, bits):
   again = metrics.streamed_metrics(scores, labels, halves)
   for k in ('pixel_auroc', 'pixel_ap', 'aupro'):
     assert abs(again[k] - got[k]) < 1e-9 and abs(again['bounds'][k] - got['bounds'][k]) < 1e-9
+
+
+def test_a_thin_defect_vanishing_in_the_resize_is_counted(tmp_path):
+  """A 1-px line at 256² has no mask pixel left at 64² (bilinear, half coverage): the image
+  still counts as defective, and evaluate reports it instead of scoring it silently."""
+  from PIL import Image
+  from rcae_jax.data import common
+  from rcae_jax.evaluators import test_metrics
+  line = np.zeros((256, 256), np.uint8)
+  line[100, 20:200] = 255
+  Image.fromarray(line).save(tmp_path / 'm.png')
+  Image.fromarray(np.zeros((256, 256), np.uint8)).save(tmp_path / 'x.png')
+  assert common.read_mask(tmp_path / 'm.png', tmp_path / 'x.png', 256).sum() == 180
+  thin = common.read_mask(tmp_path / 'm.png', tmp_path / 'x.png', 64)
+  assert not thin.any()
+  labels = np.array([0, 1, 1, 1, 0])
+  has_pixel = np.array([False, False, True, False, False])
+  got = test_metrics.empty_masks(labels, has_pixel, ('', 'crack', 'crack', 'break', ''), 64)
+  assert got == {'n': 2, 'resolution': 64, 'per_defect': {'break': 1, 'crack': 1}}

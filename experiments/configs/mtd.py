@@ -33,8 +33,8 @@ def get_config(arg=''):
     c.model.dpn_features = c.model.crd_features = 8
     # stages 1-2 at 2000/600: restoration needs them (600/200: validation normal error 3x
     # higher, recon-map I-AUROC 76 vs 84; docs/design.md, "Suppression")
-    # stage 3 at 2400 steps with its learning rate decayed to 0 (cosine): chosen on
-    # validation over 800 steps constant / cosine (`sweep schedule`, README, Results)
-    c.stage1.steps, c.stage2.steps, c.stage3.steps = 2000, 600, 2400
+    # stage 3 at 4800 steps with its learning rate decayed to 0 (cosine): chosen on
+    # validation over 800 constant / 800 and 2400 cosine (`sweep schedule`, README, Results)
+    c.stage1.steps, c.stage2.steps, c.stage3.steps = 2000, 600, 4800
     c.stage3.schedule = 'cosine'
   return c

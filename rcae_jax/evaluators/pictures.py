@@ -24,7 +24,8 @@ def run(ctx, n=None):
   seq = ctx.infer('test/pictures', ds.test[pick], with_sequences=True)
   maps = seq['map']  # only the pictured images' maps are kept: one colour scale for them
   paths = [figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick],
-                            maps, scores[pick], names, vmax=float(np.quantile(maps, 0.999)))]
+                            maps, scores[pick], names, vmax=float(np.quantile(maps, 0.999)),
+                            labels=labels[pick])]
   kinds = sorted({d for d, l in zip(ds.test_defects, labels) if l})
   if len(kinds) > 1:
     typical = []
@@ -36,7 +37,8 @@ def run(ctx, n=None):
     titles = [f'{k} (median of its type)' for k in kinds] + ['normal, highest score']
     paths.append(figures.heatmaps(eval_dir / 'heatmaps_by_defect.png', ds.test[typical],
                                   ds.test_masks[typical], maps_t, scores[typical], titles,
-                                  vmax=float(np.quantile(maps_t, 0.999))))
+                                  vmax=float(np.quantile(maps_t, 0.999)),
+                                  labels=labels[typical]))
   for j, i in enumerate(pick[:4]):
     paths.append(figures.sequence_strip(
         eval_dir / f'sequence_{j}.png', ds.test[i], seq['recon'][:, j],

@@ -22,17 +22,29 @@ def _group(label, defect):
   return defect if label else 'good'
 
 
+def empty_masks(labels, has_pixel, defects, resolution):
+  """Defective test images whose mask has no pixel left at the evaluated resolution (a crack
+  1-2 px wide at full size can vanish at 64²): they count for the image metrics only."""
+  empty = (labels == 1) & ~has_pixel
+  kinds = sorted({d for d, l in zip(defects, labels) if l})
+  defects = np.array(defects)
+  return {'n': int(empty.sum()), 'resolution': int(resolution),
+          'per_defect': {k: int((empty & (defects == k)).sum()) for k in kinds}}
+
+
 def streamed(ctx, bits):
-  """(category metrics, per-defect metrics) from one pass over the test set: a PixelCurves
-  per group (normal images, each defect type), added up per evaluation."""
+  """(category metrics, per-defect metrics, whether each mask has a pixel) from one pass over
+  the test set: a PixelCurves per group (normal images, each defect type), added up per
+  evaluation."""
   ds = ctx.dataset
   labels, groups = ds.test_labels, np.array([_group(l, d) for l, d in zip(ds.test_labels,
                                                                            ds.test_defects)])
   curves = {g: metrics.PixelCurves(bits) for g in sorted(set(groups))}
-  scores = np.empty(len(ds.test))
+  scores, has_pixel = np.empty(len(ds.test)), np.empty(len(ds.test), bool)
   for idx, out in ctx.stream(ds.test):
     scores[idx] = out['score']
     masks = np.asarray(ds.test_masks[idx])
+    has_pixel[idx] = masks.any(axis=(1, 2))
     for g in set(groups[idx]):
       sel = groups[idx] == g
       curves[g].add(out['map'][sel], masks[sel])
@@ -45,11 +57,12 @@ def streamed(ctx, bits):
       sel = (labels == 0) | (groups == kind)
       both = curves[kind] + curves['good'] if 'good' in curves else curves[kind]
       defects[kind] = metrics.streamed_metrics(scores[sel], labels[sel], both)
-  return cat, defects
+  return cat, defects, has_pixel
 
 
 def exact(ctx):
-  """(category metrics, per-defect metrics) from every pixel score held in memory."""
+  """(category metrics, per-defect metrics, whether each mask has a pixel) from every pixel
+  score held in memory."""
   ds = ctx.dataset
   maps = np.empty(ds.test_masks.shape, np.float32)
   scores = np.empty(len(ds.test))
@@ -58,17 +71,21 @@ def exact(ctx):
   ctx.memoise_scores('test', scores)
   masks = np.asarray(ds.test_masks)
   return (metrics.compute_metrics(scores, ds.test_labels, maps, masks),
-          per_defect(scores, maps, ds.test_labels, masks, ds.test_defects))
+          per_defect(scores, maps, ds.test_labels, masks, ds.test_defects),
+          masks.any(axis=(1, 2)))
 
 
 def run(ctx):
-  """-> {'per_category', 'mean', 'per_defect', 'n_test', 'n_anomalous'[, 'validation']}."""
+  """-> {'per_category', 'mean', 'per_defect', 'n_test', 'n_anomalous', 'empty_masks'
+  [, 'validation']}."""
   ds = ctx.dataset
   bits = ctx.config.get('eval_pixel_bits', 0)
-  cat_metrics, defects = streamed(ctx, bits) if bits else exact(ctx)
+  cat_metrics, defects, has_pixel = streamed(ctx, bits) if bits else exact(ctx)
+  empty = empty_masks(ds.test_labels, has_pixel, ds.test_defects, ds.test_masks.shape[1])
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
             'per_defect': {ds.category: defects},
-            'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum())}
+            'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum()),
+            'empty_masks': empty}
   if ctx.results.get('validation'):
     result['validation'] = ctx.results['validation']['metrics']
   if ctx.is_main:
@@ -78,5 +95,10 @@ def run(ctx):
     if defects:
       table += ('\n\nPer defect type (normal test images + that type):\n\n'
                 + tables.metrics_table(defects, metrics.METRICS, first='defect'))
+    if empty['n']:
+      kinds = ', '.join(f'{n} {k}' for k, n in empty['per_defect'].items() if n)
+      table += (f"\n\n{empty['n']} of {result['n_anomalous']} defective test images ({kinds}) "
+                f"have no mask pixel left at {empty['resolution']}²: they count for the image "
+                'metrics, not the pixel metrics.')
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
   return result
