@@ -97,7 +97,8 @@ def _images(config, n, seed=0):
 
 
 def bench_train(stage, config, mesh, iters):
-  step = train.train_step(stage, config, mesh)
+  # a schedule's length changes the learning rate, not the program: any length times it
+  step = train.train_step(stage, config, mesh, train.num_steps(config, stage, config.batch_size))
   has_depth = train.depth_of_step(config, stage, 0) is not None
   n = config.model.depth if has_depth else None  # RcAE's stage 1 at its costliest depth
   program = step.program(n)

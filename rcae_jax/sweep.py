@@ -133,15 +133,37 @@ def _reuse_stages(run_dir, config, donors):
   return f'stage 1-{best_k} from {best}' if best_k else ''
 
 
+# Keys that change neither a finished run's networks nor its numbers.
+_NO_EFFECT = ('log_every', 'ckpt_every', 'data.cache_dir', 'eval_batch_size')
+_STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
+
+
+def _check_finished(run_dir, config):
+  """A finished run is reported under a row only if it ran that row's config: a preset
+  edited since would otherwise label old numbers with the new meaning. Keys the run's code
+  did not have yet (absent from its config.json) took the behaviour their default keeps."""
+  old = config_lib.flat(config_lib.saved(files.read_json(run_dir / 'config.json')))
+  new = config_lib.flat(config)
+  ignore = _NO_EFFECT + (() if 3 in new['stages'] else _STAGE3_ONLY)
+  empty = lambda v: () if v in ('', [], ()) else v  # older runs saved an empty tuple as ''
+  diff = sorted(k for k in old.keys() & new.keys()
+                if not k.startswith(ignore) and empty(old[k]) != empty(new[k]))
+  if diff:
+    raise config_lib.ConfigError(
+        f'{run_dir} finished with another config than this row\'s ({", ".join(diff[:6])}'
+        f'{" ..." if len(diff) > 6 else ""}): the preset changed since; use a new --workdir')
+
+
 def _run_one(name, cat, config, run_dir, donors=(), validation_only=False):
   done = run_dir / ('validation.json' if validation_only else 'eval/metrics.json')
   row = {'variant': name, 'category': cat, 'dir': str(run_dir)}
-  if done.exists() and (validation_only or (run_dir / 'validation.json').exists()):
-    print(f'[sweep] {name} / {cat}: finished earlier, skipped', flush=True)
-    return {**row, **_results(run_dir, validation_only), 'status': 'skipped (done)'}
-  print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
   t0 = time.time()
   try:
+    if done.exists() and (validation_only or (run_dir / 'validation.json').exists()):
+      _check_finished(run_dir, config)
+      print(f'[sweep] {name} / {cat}: finished earlier, skipped', flush=True)
+      return {**row, **_results(run_dir, validation_only), 'status': 'skipped (done)'}
+    print(f'[sweep] {name} / {cat}: training in {run_dir}', flush=True)
     reused = _reuse_stages(run_dir, config, donors)
     if reused:
       row['reused'] = reused

@@ -36,3 +36,9 @@ def test_bench_json_fields_and_reproducible_hash(tmp_path):
 def test_bench_refuses_unknown_steps(tmp_path, capsys):
   assert cli.main(['bench', '--what', 'train1,warp', '--out', str(tmp_path / 'x.json')]) == 2
   assert "unknown step(s) ['warp']" in capsys.readouterr().err
+
+
+def test_bench_times_a_cosine_schedule(tmp_path):
+  # mtd.py:cpu decays stage 3's learning rate; bench once refused such a config
+  a = _bench(tmp_path, tmp_path / 'a.json', '--what', 'train1', '--set', 'stage1.schedule=cosine')
+  assert [r['name'] for r in a['steps']] == ['train1'] and a['steps'][0]['step_s_median'] > 0

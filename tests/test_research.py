@@ -42,6 +42,12 @@ def test_sweep_tables_skip_and_failure(tmp_path):
   again = sweep.run(preset, wd, ov)
   assert [r['status'] for r in again][:2] == ['skipped (done)'] * 2
   assert again[0]['image_auroc'] == rows[0]['image_auroc']
+  # the preset edited after the fact: its finished run is not reported under the new meaning
+  preset.write_text(preset.read_text().replace("'stage1.steps=20']", "'stage1.steps=30']", 1))
+  edited = sweep.run(preset, wd, ov)
+  assert edited[0]['status'].startswith('failed') and 'stage1.steps' in edited[0]['status']
+  assert 'the preset changed' in edited[0]['status'] and 'image_auroc' not in edited[0]
+  assert edited[1]['status'] == 'skipped (done)'
 
 
 def test_every_preset_expands_to_valid_configs():
@@ -51,6 +57,20 @@ def test_every_preset_expands_to_valid_configs():
     base = sweep.config_lib.load_config(preset['config'])
     configs = sweep.expand(preset, base)
     assert len(configs) == len(preset['variants'])
+
+
+def test_presets_measured_before_a_default_changed_still_rerun_it():
+  from experiments.configs import base, mtd  # pylint: disable=g-import-not-at-top
+  pasted = {k: base.get_config().anomaly[k] for k in mtd.RESTORED_FAMILIES}
+  cpu = sweep.config_lib.load_config('mtd:cpu')
+  expand = lambda name: sweep.expand(sweep.load_preset(name), cpu)
+  for name in ('schedule', 'detector'):
+    for row, config in expand(name):
+      assert {k: config.anomaly[k] for k in pasted} == pasted, (name, row)
+  assert all(c.stage3.steps == 800 for _, c in expand('detector'))
+  (_, old), (_, chosen) = expand('restoring')
+  assert {k: old.anomaly[k] for k in pasted} == pasted
+  assert sweep.config_lib.to_json(chosen) == sweep.config_lib.to_json(cpu)  # the default
 
 
 def test_dynamics_curves_and_files(trained_run):

@@ -15,6 +15,11 @@ they learn from. Stages 1-2 are shared by every variant (copied, not retrained).
   same trained networks.
 """
 
+from experiments.configs import mtd
+
+# Measured before `sweep schedule` and `sweep restoring` changed `mtd.py:cpu`: every row names
+# the stage 3 and the restored families it had.
+AS_MEASURED = ['stage3.schedule=constant', 'stage3.steps=800', *mtd.PASTED_SHAPES]
 OLD_GENERATOR = ["crd_anomaly.shapes=('patch','blob','line','curve')",
                  "crd_anomaly.fillers=('color','copy','other','texture','noise')",
                  'crd_anomaly.min_opacity=0.5', 'crd_anomaly.edge=0.0',
@@ -23,18 +28,19 @@ OLD_CRD = ['model.crd_arch=small', "model.crd_padding=''", 'model.crd_pos_weight
 
 
 def get_sweep():
+  variants = [
+      ('+RcAE +DPN', ['stages=(1, 2)']),
+      ('CRD small, old pseudo-anomalies', OLD_CRD + OLD_GENERATOR),
+      ('CRD U-Net, new pseudo-anomalies', ['model.crd_pos_weight=0.0']),
+      ('CRD small, new pseudo-anomalies', OLD_CRD),
+      ('CRD U-Net, old pseudo-anomalies', OLD_GENERATOR + ['model.crd_pos_weight=0.0']),
+      ('CRD U-Net, unweighted BCE', []),  # the CRD's defaults
+      # scored differently, same training: stages 1-3 are copied, only evaluation runs
+      ('CRD U-Net, top-k mean score', ['model.crd_pos_weight=0.0', 'score.image=topk']),
+      ('+RcAE +DPN, top-k mean score', ['stages=(1, 2)', 'score.image=topk']),
+  ]
   return {
       'title': 'Detector: CRD design x pseudo-anomalies',
       'config': 'mtd.py:cpu',
-      'variants': [
-          ('+RcAE +DPN', ['stages=(1, 2)']),
-          ('CRD small, old pseudo-anomalies', OLD_CRD + OLD_GENERATOR),
-          ('CRD U-Net, new pseudo-anomalies', ['model.crd_pos_weight=0.0']),
-          ('CRD small, new pseudo-anomalies', OLD_CRD),
-          ('CRD U-Net, old pseudo-anomalies', OLD_GENERATOR + ['model.crd_pos_weight=0.0']),
-          ('CRD U-Net, unweighted BCE', []),  # today's defaults
-          # scored differently, same training: stages 1-3 are copied, only evaluation runs
-          ('CRD U-Net, top-k mean score', ['model.crd_pos_weight=0.0', 'score.image=topk']),
-          ('+RcAE +DPN, top-k mean score', ['stages=(1, 2)', 'score.image=topk']),
-      ],
+      'variants': [(name, AS_MEASURED + o) for name, o in variants],
   }

@@ -3,11 +3,14 @@
 CRD trains on a wider generator (`crd_anomaly.*`: also Perlin regions, thin cracks, FAE's
 shapes, intensity changes, fainter pastes, shapes on the border, procedural textures). If the
 reconstruction never learned to remove a crack or a faint region, the CRD sees no difference
-there to read. The second row restores the CRD's families too; everything else is
-`mtd.py:cpu` (stage 3: 4800 cosine steps), so stage 3 retrains on the new stages 1-2.
+there to read. The second row restores the CRD's families too (chosen on validation, now
+`mtd.py:cpu`'s default); everything else is `mtd.py:cpu` (stage 3: 4800 cosine steps), so
+stage 3 retrains on each row's stages 1-2. The rows name their settings, so they mean the
+same whatever the defaults are.
 """
+from experiments.configs import mtd
 
-# The CRD generator's families and strengths, for the restoring stages.
+# The CRD generator's families and strengths (base `crd_anomaly`), for the restoring stages.
 _CRD_FAMILIES = [
     "anomaly.shapes=('patch','blob','line','curve','perlin','crack','fae')",
     "anomaly.fillers=('color','copy','other','texture','noise','intensity')",
@@ -21,7 +24,7 @@ def get_sweep():
       'title': "Stages 1-2 restoring the pasted families vs the CRD's families",
       'config': 'mtd.py:cpu',
       'variants': [
-          ('stages 1-2 restore pasted shapes (default)', []),
-          ("stages 1-2 restore the CRD's families", _CRD_FAMILIES),
+          ('stages 1-2 restore pasted shapes', mtd.PASTED_SHAPES),
+          ("stages 1-2 restore the CRD's families (chosen, default)", _CRD_FAMILIES),
       ],
   }
