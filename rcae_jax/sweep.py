@@ -133,8 +133,9 @@ def _reuse_stages(run_dir, config, donors):
   return f'stage 1-{best_k} from {best}' if best_k else ''
 
 
-# Keys that change neither a finished run's networks nor its numbers.
-_NO_EFFECT = ('log_every', 'ckpt_every', 'data.cache_dir', 'eval_batch_size')
+# Keys that change neither a finished run's networks nor its numbers (the data may move).
+_NO_EFFECT = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir', 'data.root',
+              'data.prepared_dir', 'data.read_threads')
 _STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
 
 

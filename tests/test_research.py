@@ -39,7 +39,7 @@ def test_sweep_tables_skip_and_failure(tmp_path):
   csv_rows = list(csv.DictReader(open(wd / 'results.csv')))
   assert len(csv_rows) == 3 and float(csv_rows[0]['image_auroc']) > 0
   assert (wd / 'results.png').stat().st_size > 0
-  again = sweep.run(preset, wd, ov)
+  again = sweep.run(preset, wd, ov[:1] + [f'data.cache_dir={tmp_path / "moved"}'])
   assert [r['status'] for r in again][:2] == ['skipped (done)'] * 2
   assert again[0]['image_auroc'] == rows[0]['image_auroc']
   # the preset edited after the fact: its finished run is not reported under the new meaning
