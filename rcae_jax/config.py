@@ -263,7 +263,10 @@ def saved(d):
   behaviour where the default changed (`_legacy`): older runs still evaluate, and resume
   under an unchanged command."""
   base = json.loads(to_json(load_config('base')))
-  return from_dict(_merge(_merge(base, _legacy(d)), d))
+  out = _merge(_merge(base, _legacy(d)), d)
+  if out['crd_anomaly'].get('holdout') == '':  # how the first runs with the key saved ()
+    out['crd_anomaly']['holdout'] = []
+  return from_dict(out)
 
 
 def _flatten(d, prefix=''):

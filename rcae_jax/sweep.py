@@ -96,8 +96,9 @@ def _categories(config, categories):
 
 # Keys a stage's training never reads: a finished stage of another variant that agrees on
 # everything else is the same computation, so it is copied instead of trained again.
-_NEVER_READ = ('stages', 'score.', 'eval_batch_size', 'log_every', 'ckpt_every',
-               'data.cache_dir')
+# Keys that change no computation, only how a run is logged, saved or fed.
+_BOOKKEEPING = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir')
+_NEVER_READ = ('stages', 'score.') + _BOOKKEEPING
 _NOT_READ = {
     1: _NEVER_READ + ('stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.',
                       'crd_anomaly.'),
@@ -134,8 +135,7 @@ def _reuse_stages(run_dir, config, donors):
 
 
 # Keys that change neither a finished run's networks nor its numbers (the data may move).
-_NO_EFFECT = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir', 'data.root',
-              'data.prepared_dir', 'data.read_threads')
+_NO_EFFECT = _BOOKKEEPING + ('data.root', 'data.prepared_dir', 'data.read_threads')
 _STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
 
 
@@ -146,9 +146,8 @@ def _check_finished(run_dir, config):
   old = config_lib.flat(config_lib.saved(files.read_json(run_dir / 'config.json')))
   new = config_lib.flat(config)
   ignore = _NO_EFFECT + (() if 3 in new['stages'] else _STAGE3_ONLY)
-  empty = lambda v: () if v in ('', [], ()) else v  # older runs saved an empty tuple as ''
   diff = sorted(k for k in old.keys() & new.keys()
-                if not k.startswith(ignore) and empty(old[k]) != empty(new[k]))
+                if not k.startswith(ignore) and old[k] != new[k])
   if diff:
     raise config_lib.ConfigError(
         f'{run_dir} finished with another config than this row\'s ({", ".join(diff[:6])}'
