@@ -124,6 +124,9 @@ _CHOICES = {
     'stage1.schedule': ('constant', 'cosine'),
     'stage2.schedule': ('constant', 'cosine'),
     'stage3.schedule': ('constant', 'cosine'),
+    'stage1.flip': ('', 'h', 'v', 'hv'),
+    'stage2.flip': ('', 'h', 'v', 'hv'),
+    'stage3.flip': ('', 'h', 'v', 'hv'),
 }
 
 

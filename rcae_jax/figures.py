@@ -74,16 +74,29 @@ def sequence_strip(path, image, recon, enhanced=None, title=''):
   return _save(fig, path)
 
 
-def curves(path, xs, series, xlabel, ylabel, title=''):
-  """series: {label: ys}; lines over the same xs."""
-  fig, ax = plt.subplots(figsize=(4.5, 3.2))
+def _lines(ax, xs, series, xlabel, title=''):
   for label, ys in series.items():
-    ax.plot(xs, ys, marker='o', label=label)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
+    ax.plot(xs, ys, marker='o', ms=3, label=label)
+  ax.set_xlabel(xlabel, fontsize=8)
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
+
+
+def curves(path, xs, series, xlabel, ylabel, title=''):
+  """series: {label: ys}; lines over the same xs."""
+  fig, ax = plt.subplots(figsize=(4.5, 3.2))
+  _lines(ax, xs, series, xlabel, title)
+  ax.set_ylabel(ylabel)
+  return _save(fig, path)
+
+
+def curve_panels(path, xs, panels, xlabel):
+  """panels: {title: {label: ys}}; one `curves` panel each, side by side."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+  for ax, (title, series) in zip(axes[0], panels.items()):
+    _lines(ax, xs, series, xlabel, title)
+  fig.tight_layout()
   return _save(fig, path)
 
 

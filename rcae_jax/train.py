@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import tqdm
 
-from rcae_jax import anomalies, checkpoints, evaluators, faults, files, losses, parallel
+from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, files, losses, parallel
 from rcae_jax import runinfo
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
@@ -74,7 +74,9 @@ class TrainStep:
 
   def _update(self, state, frozen, batch, objective):
     rng = jax.random.fold_in(state['rng'], state['step'])
-    b = {'image': batch['image'].astype(jnp.float32) / 255.0, 'index': batch['index']}
+    image = augment.flips(jax.random.fold_in(rng, 3), batch['image'], batch['index'],
+                          self.config[f'stage{self.stage}'].flip)
+    b = {'image': image.astype(jnp.float32) / 255.0, 'index': batch['index']}
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
         state['params'], frozen, b, rng)
     grads = jax.lax.pmean(grads, parallel.AXIS)

@@ -50,6 +50,7 @@ def test_overrides_apply(tmp_path):
     ('crd_anomaly.edge=1.5', r'crd_anomaly.edge=1.5 must be a probability'),
     ('model.crd_arch=resnet', 'model.crd_arch=.resnet. is not one of'),
     ('stage3.schedule=linear', 'stage3.schedule=.linear. is not one of'),
+    ('stage1.flip=diagonal', 'stage1.flip=.diagonal. is not one of'),
     ('model.crd_levels=5', r'model.crd_levels=5 must be >= 0 and 2\^levels must divide'),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):

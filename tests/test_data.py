@@ -1,10 +1,12 @@
-"""Loaders on miniature MVTec / VisA / MTD / folder trees, and every bad input named."""
+"""Loaders on miniature MVTec / VisA / MTD / folder trees, training flips, and every bad
+input named."""
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from rcae_jax import parallel
+from rcae_jax import augment, parallel
 from rcae_jax import data as data_lib
 from rcae_jax.data import DataError
 from rcae_jax.data import batches
@@ -224,3 +226,33 @@ def test_unprepared_data_is_named(tmp_path):
   cfg = tiny_config(tmp_path / 'cache', 'data.source=prepared', 'data.category=brick')
   with pytest.raises(DataError, match='is not prepared; run python -m rcae_jax prepare'):
     data_lib.load(cfg)
+
+
+def test_flips_are_per_example_and_only_the_ones_asked_for():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (64, 5, 7, 1)).astype(np.uint8)  # non-square: axes matter
+  index = np.arange(100, 164, dtype=np.int32)
+  key = jax.random.PRNGKey(3)
+  np.testing.assert_array_equal(augment.flips(key, images, index, ''), images)
+  seen = {}
+  for mode in ('h', 'v', 'hv'):
+    out = np.asarray(augment.flips(key, images, index, mode))
+    kinds = []
+    for x, y in zip(images, out):
+      allowed = {'none': x, 'h': x[:, ::-1], 'v': x[::-1], 'hv': x[::-1, ::-1]}
+      kind = [k for k, v in allowed.items() if (v == y).all()]
+      assert kind, mode
+      kinds.append(kind[0])
+    seen[mode] = kinds
+    assert set(kinds) <= {'none', mode} | ({'h', 'v'} if mode == 'hv' else set())
+    assert 16 < sum(k != 'none' for k in kinds) < 64, (mode, kinds)  # about half flipped
+  assert set(seen['hv']) == {'none', 'h', 'v', 'hv'}
+  # an example flips by its stream position alone: any order or split of the batch agrees
+  perm = rng.permutation(64)
+  out = np.asarray(augment.flips(key, images, index, 'hv'))
+  np.testing.assert_array_equal(
+      np.asarray(augment.flips(key, images[perm], index[perm], 'hv')), out[perm])
+  np.testing.assert_array_equal(
+      np.asarray(augment.flips(key, images[:8], index[:8], 'hv')), out[:8])
+  with pytest.raises(ValueError, match="flip='x' is not one of"):
+    augment.flips(key, images, index, 'x')

@@ -3,6 +3,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from rcae_jax import config as config_lib
@@ -125,3 +126,39 @@ def test_generalisation_preset_holds_out_families():
   scored = config_lib.flat(config_lib.apply_overrides(configs['all families'],
                                                       ['score.image=topk']))
   assert all(sweep._same_for_stage(a, scored, s) for s in (1, 2, 3))
+
+
+def test_border_profile_on_known_rings():
+  from experiments import border_profile  # pylint: disable=g-import-not-at-top
+  side = 8
+  dist = border_profile.distance_to_border(side)
+  np.testing.assert_array_equal(dist[0], [0, 0, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(dist[3], [0, 1, 2, 3, 3, 2, 1, 0])
+  images = np.repeat((10 * dist)[None, ..., None], 2, axis=0).astype(np.uint8)
+  recon = images.astype(np.float32) / 255.0
+  recon[:, dist == 0] += 0.1  # the reconstruction misses only the outermost ring
+  smoothed = np.zeros((2, side, side), np.float32)
+  smoothed[0, 0, 4], smoothed[1, 3, 3] = 1.0, 1.0  # maxima on ring 0 and ring 3
+  out = {'recon': recon[None], 'raw': smoothed, 'map': smoothed}
+  p = border_profile.profile(images, out, rings=2)
+  np.testing.assert_allclose(p['image_mean'], [0, 10, 22.5])  # interior: 12 px at 20, 4 at 30
+  np.testing.assert_allclose(p['recon_error'], [0.1, 0, 0], atol=1e-6)
+  np.testing.assert_allclose(p['argmax_share'], [0.5, 0, 0.5])
+  assert p['border_share'] == 1.0  # every pixel of an 8² image is within 8 px of its border
+  assert p['image_contrast'][2] < p['image_contrast'][0]
+  with pytest.raises(ValueError, match='rings=4: a 8² image has no pixel 4 px'):
+    border_profile.profile(images, out, rings=4)
+
+
+def test_border_profile_of_a_run_writes_its_files(trained_run):
+  from experiments import border_profile  # pylint: disable=g-import-not-at-top
+  border_profile.main([str(trained_run), '--train', '6'])
+  result = json.loads((trained_run / 'border_profile.json').read_text())
+  ctx = evaluators.Context.of_run(trained_run, need_test=False)
+  assert result['train']['n_images'] == 6
+  assert result['held_out']['n_images'] == len(ctx.dataset.val)
+  for s in ('train', 'held_out'):
+    assert len(result[s]['map_p99']) == result['rings'] + 1
+    assert abs(sum(result[s]['argmax_share']) - 1) < 1e-9
+  assert (trained_run / 'border_profile.png').stat().st_size > 0
+  assert 'held_out' in (trained_run / 'border_profile.md').read_text()

@@ -79,13 +79,16 @@ def get_config():
   # to input and target. The paper's plain reconstruction of clean images (an identity map
   # in practice: 96 % of a planted defect survived) is restore=False (`paper.py`).
   # schedule: constant (the paper's Adam) | cosine (decayed to 0 over the stage's steps)
+  # flip: '' | h | v | hv, random left-right / top-bottom flips of the training images
+  # (rcae_jax/augment.py; only where the product is symmetric)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant'))
+                                            schedule='constant', flip=''))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant'))
-  c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant'))
+                                            schedule='constant', flip=''))
+  c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
+                                            flip=''))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
 
   # Pseudo-anomalies (rcae_jax/anomalies.py): `anomaly` for the restoring stages 1-2,
