@@ -71,7 +71,12 @@ def test_presets_measured_before_a_default_changed_still_rerun_it():
   assert all(c.stage3.steps == 800 for _, c in expand('detector'))
   (_, old), (_, chosen) = expand('restoring')
   assert {k: old.anomaly[k] for k in pasted} == pasted
-  assert sweep.config_lib.to_json(chosen) == sweep.config_lib.to_json(cpu)  # the default
+  for name in ('schedule', 'detector', 'restoring', 'flips'):  # measured zero-padded
+    assert all(c.model.padding == 'zeros' for _, c in expand(name)), name
+  zero_padded = sweep.config_lib.apply_overrides(cpu, ['model.padding=zeros'])
+  assert sweep.config_lib.to_json(chosen) == sweep.config_lib.to_json(zero_padded)
+  (_, _), (_, reflect) = expand('padding')
+  assert sweep.config_lib.to_json(reflect) == sweep.config_lib.to_json(cpu)  # the default
 
 
 def test_dynamics_curves_and_files(trained_run):

@@ -19,7 +19,8 @@ from experiments.configs import mtd
 
 # Measured before `sweep schedule` and `sweep restoring` changed `mtd.py:cpu`: every row names
 # the stage 3 and the restored families it had.
-AS_MEASURED = ['stage3.schedule=constant', 'stage3.steps=800', *mtd.PASTED_SHAPES]
+AS_MEASURED = ['stage3.schedule=constant', 'stage3.steps=800', *mtd.PASTED_SHAPES,
+               *mtd.ZERO_PADDED]
 OLD_GENERATOR = ["crd_anomaly.shapes=('patch','blob','line','curve')",
                  "crd_anomaly.fillers=('color','copy','other','texture','noise')",
                  'crd_anomaly.min_opacity=0.5', 'crd_anomaly.edge=0.0',

@@ -5,8 +5,8 @@ shapes, intensity changes, fainter pastes, shapes on the border, procedural text
 reconstruction never learned to remove a crack or a faint region, the CRD sees no difference
 there to read. The second row restores the CRD's families too (chosen on validation, now
 `mtd.py:cpu`'s default); everything else is `mtd.py:cpu` (stage 3: 4800 cosine steps), so
-stage 3 retrains on each row's stages 1-2. The rows name their settings, so they mean the
-same whatever the defaults are.
+stage 3 retrains on each row's stages 1-2. The rows name their settings (zero padding, as
+`mtd.py:cpu` had then), so they mean the same whatever the defaults are.
 """
 from experiments.configs import mtd
 
@@ -24,7 +24,8 @@ def get_sweep():
       'title': "Stages 1-2 restoring the pasted families vs the CRD's families",
       'config': 'mtd.py:cpu',
       'variants': [
-          ('stages 1-2 restore pasted shapes', mtd.PASTED_SHAPES),
-          ("stages 1-2 restore the CRD's families (chosen, default)", _CRD_FAMILIES),
+          ('stages 1-2 restore pasted shapes', mtd.PASTED_SHAPES + mtd.ZERO_PADDED),
+          ("stages 1-2 restore the CRD's families (chosen, default)",
+           _CRD_FAMILIES + mtd.ZERO_PADDED),
       ],
   }

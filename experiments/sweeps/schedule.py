@@ -11,7 +11,8 @@ from experiments.configs import mtd
 
 
 def _stage3(schedule, steps):
-  return [f'stage3.schedule={schedule}', f'stage3.steps={steps}', *mtd.PASTED_SHAPES]
+  return [f'stage3.schedule={schedule}', f'stage3.steps={steps}', *mtd.PASTED_SHAPES,
+          *mtd.ZERO_PADDED]
 
 
 def get_sweep():
