@@ -29,7 +29,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rcae_jax import evaluators, figures, files, inference, tables  # pylint: disable=wrong-import-position
+from rcae_jax import checkpoints, evaluators, figures, files, inference, tables  # pylint: disable=wrong-import-position
 from rcae_jax.evaluators import validation  # pylint: disable=wrong-import-position
 
 QUANTITIES = ('image_mean', 'image_contrast', 'recon_error', 'map_p99', 'argmax_share')
@@ -130,7 +130,11 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.train < 1:
     parser.error(f'--train must be at least 1, got {args.train}')
-  print(write(args.run, measure(args.run, args.train)))
+  try:
+    result = measure(args.run, args.train)
+  except checkpoints.BundleError as e:
+    raise SystemExit(str(e)) from None
+  print(write(args.run, result))
 
 
 if __name__ == '__main__':

@@ -167,3 +167,5 @@ def test_border_profile_of_a_run_writes_its_files(trained_run):
     assert abs(sum(result[s]['argmax_share']) - 1) < 1e-9
   assert (trained_run / 'border_profile.png').stat().st_size > 0
   assert 'held_out' in (trained_run / 'border_profile.md').read_text()
+  with pytest.raises(SystemExit, match='no finished model'):
+    border_profile.main([str(trained_run / 'missing')])
