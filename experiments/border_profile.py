@@ -52,7 +52,8 @@ def local_contrast(grey):
 def profile(images, out, rings):
   """{quantity: [value per ring 0..rings-1, then the interior]} of one image set.
 
-  images: uint8 (B, H, W, C); out: inference.run(..., with_sequences=True)."""
+  images: uint8 (B, H, W, C); out: inference outputs with the sequences (only the last
+  reconstruction is read)."""
   side = images.shape[1]
   dist = distance_to_border(side)
   if rings < 1 or not (dist >= rings).any():
@@ -77,7 +78,7 @@ def profile(images, out, rings):
 def measure(run_dir, n_train=256, rings=None):
   """-> {'rings', 'border_px', 'uniform_border_share', 'train': profile, 'held_out': profile}."""
   ctx = evaluators.Context.of_run(run_dir, need_test=False)
-  side = ctx.config.data.resolution
+  cfg, side = ctx.config, ctx.config.data.resolution
   rings = rings or min(16, (side - 1) // 2)  # some interior left at any size
   train = np.asarray(ctx.dataset.train)
   pick = np.linspace(0, len(train) - 1, min(n_train, len(train))).round().astype(int)
@@ -87,9 +88,25 @@ def measure(run_dir, n_train=256, rings=None):
   for name, images in sets.items():
     if not len(images):
       continue
-    out = inference.run(ctx.config, ctx.params, images, with_sequences=True)
-    result[name] = {'n_images': len(images), **profile(images, out, rings)}
+    result[name] = {'n_images': len(images),
+                    **profile(images, _last_and_maps(cfg, ctx.params, images), rings)}
   return result
+
+
+def _last_and_maps(config, params, images):
+  """inference outputs with only the last reconstruction kept: the host holds one batch's
+  sequences at a time, not the whole set's."""
+  parts = []
+  for _, out in inference.batches(config, params, images, with_sequences=True):
+    key = 'enhanced' if 'enhanced' in out else 'recon'
+    parts.append({'recon': out[key][-1:], 'raw': out['raw'], 'map': out['map']})
+  return {k: np.concatenate([p[k] for p in parts], axis=1 if k == 'recon' else 0)
+          for k in parts[0]}
+
+
+def _shown(result, s, q):
+  """What the table and plot show: argmax shares as they are, the rest / interior."""
+  return result[s][q] if q == 'argmax_share' else relative(result[s][q])
 
 
 def relative(values):
@@ -106,17 +123,15 @@ def write(run_dir, result):
   rows = []
   for s in sets:
     for q in QUANTITIES:
-      vals = result[s][q] if q == 'argmax_share' else relative(result[s][q])
       rows.append([s, q if q == 'argmax_share' else f'{q} / interior'] +
-                  [f'{v:.2f}' for v in vals])
+                  [f'{v:.2f}' for v in _shown(result, s, q)])
   shares = ', '.join(f'{s} {100 * result[s]["border_share"]:.1f} %' for s in sets)
   text = (f'Border share (maximum within {result["border_px"]} px): {shares}; '
           f'{100 * result["uniform_border_share"]:.1f} % for maps with no preferred place.\n\n'
           + tables.markdown(head, rows) + '\n')
   files.atomic_write(run_dir / 'border_profile.md', text)
   panels = {(q if q == 'argmax_share' else f'{q} / interior'): {
-      s.replace('_', '-'): (result[s][q] if q == 'argmax_share' else relative(result[s][q]))[:rings]
-      for s in sets} for q in QUANTITIES}
+      s.replace('_', '-'): _shown(result, s, q)[:rings] for s in sets} for q in QUANTITIES}
   figures.curve_panels(run_dir / 'border_profile.png', range(rings), panels,
                        'distance to the border (px)')
   return text

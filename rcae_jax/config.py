@@ -7,7 +7,7 @@ import sys
 
 import ml_collections
 
-from rcae_jax import files
+from rcae_jax import augment, files
 
 
 class ConfigError(ValueError):
@@ -121,12 +121,8 @@ _CHOICES = {
     'score.source': ('auto', 'crd', 'dpn', 'rcae', 'fae'),
     'score.smoothing': ('gaussian', 'mean'),
     'method': ('rcae', 'fae'),
-    'stage1.schedule': ('constant', 'cosine'),
-    'stage2.schedule': ('constant', 'cosine'),
-    'stage3.schedule': ('constant', 'cosine'),
-    'stage1.flip': ('', 'h', 'v', 'hv'),
-    'stage2.flip': ('', 'h', 'v', 'hv'),
-    'stage3.flip': ('', 'h', 'v', 'hv'),
+    **{f'stage{s}.schedule': ('constant', 'cosine') for s in (1, 2, 3)},
+    **{f'stage{s}.flip': augment.MODES for s in (1, 2, 3)},
 }
 
 

@@ -99,10 +99,10 @@ def _categories(config, categories):
 # Keys that change no computation, only how a run is logged, saved or fed.
 _BOOKKEEPING = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir')
 _NEVER_READ = ('stages', 'score.') + _BOOKKEEPING
+_STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
 _NOT_READ = {
-    1: _NEVER_READ + ('stage2.', 'stage3.', 'model.dpn_', 'model.crd_', 'anomaly.',
-                      'crd_anomaly.'),
-    2: _NEVER_READ + ('stage3.', 'model.crd_', 'anomaly.', 'crd_anomaly.'),
+    1: _NEVER_READ + _STAGE3_ONLY + ('stage2.', 'model.dpn_', 'anomaly.'),
+    2: _NEVER_READ + _STAGE3_ONLY + ('anomaly.',),
 }
 
 
@@ -136,7 +136,6 @@ def _reuse_stages(run_dir, config, donors):
 
 # Keys that change neither a finished run's networks nor its numbers (the data may move).
 _NO_EFFECT = _BOOKKEEPING + ('data.root', 'data.prepared_dir', 'data.read_threads')
-_STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
 
 
 def _check_finished(run_dir, config):
