@@ -169,3 +169,50 @@ def test_border_profile_of_a_run_writes_its_files(trained_run):
   assert 'held_out' in (trained_run / 'border_profile.md').read_text()
   with pytest.raises(SystemExit, match='no finished model'):
     border_profile.main([str(trained_run / 'missing')])
+
+
+def _line_dataset(root):
+  """A folder dataset of flat grey 128² tiles; 'line' defects are a dark line 2 px wide
+  (columns 63-64: a 32² pixel covers a quarter of it on each side), 'square' a 32 px
+  square."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  flat = np.full((128, 128), 128, np.uint8)
+  for d in ('train', 'test/good', 'test/line', 'test/square', 'ground_truth/line',
+            'ground_truth/square'):
+    (root / d).mkdir(parents=True)
+  for i in range(4):
+    Image.fromarray(flat).save(root / 'train' / f'{i}.png')
+  Image.fromarray(flat).save(root / 'test' / 'good' / '0.png')
+  for defect, (rows, cols) in {'line': (slice(16, 112), slice(63, 65)),
+                               'square': (slice(48, 80), slice(48, 80))}.items():
+    image, mask = flat.copy(), np.zeros_like(flat)
+    image[rows, cols], mask[rows, cols] = 60, 255
+    Image.fromarray(image).save(root / 'test' / defect / '0.png')
+    Image.fromarray(mask).save(root / 'ground_truth' / defect / '0_mask.png')
+
+
+def test_defect_visibility_known_answers(tmp_path, capsys):
+  from experiments import defect_visibility  # pylint: disable=g-import-not-at-top
+  _line_dataset(tmp_path / 'tiles')
+  out = tmp_path / 'vis'
+  defect_visibility.main(['--config', 'tiny', '--data', f'folder:{tmp_path / "tiles"}',
+                          '--resolutions', '32', '128', '--normals', '2', '--out', str(out),
+                          '--ring', '3'])
+  by = json.loads((out / 'visibility.json').read_text())['by_resolution']
+  line, square = {r: by[r]['line'] for r in by}, {r: by[r]['square'] for r in by}
+  # the 2 px line: kept at full size, lost at 32² (a quarter of each pixel); width scales
+  assert line['128']['kept'] == 1.0 and line['32']['kept'] == 0.0
+  assert abs(line['128']['width_px'] - 2.0) < 0.1 and abs(line['32']['width_px'] - 0.5) < 0.03
+  np.testing.assert_allclose([line['128']['area_px'], line['32']['area_px']], [192, 12])
+  # contrast: 68 grey levels at full size, a quarter of it where the line is blended
+  np.testing.assert_allclose([line['128']['contrast'], line['32']['contrast']], [68, 17])
+  assert line['32']['contrast_normal'] == 0 and line['32']['separability'] == 100
+  assert square['32']['kept'] == 1.0 and square['32']['contrast'] == 68
+  assert square['128']['width_px'] == 32 and square['32']['width_px'] == 8
+  assert '| line | 1 |' in (out / 'visibility.md').read_text()
+  assert (out / 'visibility.png').stat().st_size > 0
+  with pytest.raises(SystemExit):
+    defect_visibility.main(['--data', 'folder:x', '--ring', '0', '--out', str(out)])
+  assert '--ring must be at least 1, got 0' in capsys.readouterr().err
+  with pytest.raises(SystemExit, match='does not exist'):
+    defect_visibility.main(['--data', f'folder:{tmp_path / "none"}', '--out', str(out)])
