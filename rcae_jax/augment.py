@@ -1,4 +1,5 @@
-"""Geometric augmentation of the training images, per stage (`stageK.flip`).
+"""Augmentation of the training images, per stage: flips (`stageK.flip`) and a random gain
+(`stageK.jitter`).
 
 A few hundred training images let the networks learn each image, edges included: on MTD the
 CRD's high values near the border are 1.2-1.6x the interior's on its training normals and
@@ -6,6 +7,11 @@ CRD's high values near the border are 1.2-1.6x the interior's on its training no
 every side. Off by default: flipping is only normal where the product is symmetric in what
 is normal (a transistor's leads are not; on MTD, `stage3.flip=hv` cost 5 test I-AUROC points
 while lowering that border response: README, "Random flips").
+
+The gain is for the same memorisation seen in brightness: MTD's tiles vary in grey level
+(mean 110 +- 34 over the training normals), and the CRD's three highest-scoring held-out
+normals of the 64² default are all among the brightest tiles (+1.7 standard deviations),
+marked over diffuse texture (README, "Random gain").
 """
 import chex
 import jax
@@ -30,3 +36,17 @@ def flips(key, images, index, mode):
   if 'v' in mode:
     images = jnp.where(coins[:, 1, None, None, None], images[:, ::-1], images)
   return images
+
+
+def gains(key, images, index, strength):
+  """images (B, H, W, C) in [0, 1], each multiplied by exp(U[-strength, strength]) and
+  clipped to [0, 1], drawn from fold_in(key, index) like `flips`. strength 0: unchanged."""
+  if not 0 <= strength < 1:
+    raise ValueError(f'jitter={strength!r} must be in [0, 1) (a log-gain range)')
+  if not strength:
+    return images
+  chex.assert_rank(images, 4)
+  chex.assert_shape(index, (images.shape[0],))
+  log_gain = jax.vmap(lambda i: jax.random.uniform(
+      jax.random.fold_in(key, i), (), minval=-strength, maxval=strength))(index)
+  return jnp.clip(images * jnp.exp(log_gain)[:, None, None, None], 0.0, 1.0)

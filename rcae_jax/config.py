@@ -171,6 +171,7 @@ def validate(c):
     st = c[f'stage{s}']
     need(st.steps > 0 or st.epochs > 0, f'stage{s}: steps or epochs must be > 0')
     need(st.lr > 0, f'stage{s}.lr must be > 0')
+    need(0 <= st.jitter < 1, f'stage{s}.jitter={st.jitter} must be in [0, 1) (a log-gain range)')
   for s in (1, 2):
     st = c[f'stage{s}']
     need(0 <= st.get('noise', 0.0) <= 0.5,

@@ -76,7 +76,9 @@ class TrainStep:
     rng = jax.random.fold_in(state['rng'], state['step'])
     image = augment.flips(jax.random.fold_in(rng, 3), batch['image'], batch['index'],
                           self.config[f'stage{self.stage}'].flip)
-    b = {'image': image.astype(jnp.float32) / 255.0, 'index': batch['index']}
+    image = augment.gains(jax.random.fold_in(rng, 4), image.astype(jnp.float32) / 255.0,
+                          batch['index'], self.config[f'stage{self.stage}'].jitter)
+    b = {'image': image, 'index': batch['index']}
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
         state['params'], frozen, b, rng)
     grads = jax.lax.pmean(grads, parallel.AXIS)

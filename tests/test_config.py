@@ -51,6 +51,7 @@ def test_overrides_apply(tmp_path):
     ('model.crd_arch=resnet', 'model.crd_arch=.resnet. is not one of'),
     ('stage3.schedule=linear', 'stage3.schedule=.linear. is not one of'),
     ('stage1.flip=diagonal', 'stage1.flip=.diagonal. is not one of'),
+    ('stage3.jitter=-0.1', r'stage3.jitter=-0.1 must be in \[0, 1\)'),
     ('model.crd_levels=5', r'model.crd_levels=5 must be >= 0 and 2\^levels must divide'),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):

@@ -256,3 +256,26 @@ def test_flips_are_per_example_and_only_the_ones_asked_for():
       np.asarray(augment.flips(key, images[:8], index[:8], 'hv')), out[:8])
   with pytest.raises(ValueError, match="flip='x' is not one of"):
     augment.flips(key, images, index, 'x')
+
+
+def test_gains_scale_each_image_within_the_range_and_by_position():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0.05, 0.9, (64, 5, 7, 1)).astype(np.float32)
+  index = np.arange(100, 164, dtype=np.int32)
+  key = jax.random.PRNGKey(3)
+  np.testing.assert_array_equal(augment.gains(key, images, index, 0.0), images)
+  out = np.asarray(augment.gains(key, images, index, 0.3))
+  ratio = out / images
+  unclipped = out < 1
+  # one gain per image, the same on every pixel it did not clip
+  per_image = np.array([r[u].mean() for r, u in zip(ratio, unclipped)])
+  for r, u, g in zip(ratio, unclipped, per_image):
+    np.testing.assert_allclose(r[u], g, rtol=1e-5)
+  assert np.exp(-0.3) - 1e-6 <= per_image.min() and per_image.max() <= np.exp(0.3) + 1e-6
+  assert per_image.min() < 0.85 and per_image.max() > 1.18  # the range is used
+  assert (out[~unclipped] == 1).all() and out.max() <= 1 and (~unclipped).any()
+  perm = rng.permutation(64)
+  np.testing.assert_array_equal(
+      np.asarray(augment.gains(key, images[perm], index[perm], 0.3)), out[perm])
+  with pytest.raises(ValueError, match='jitter=1.5 must be in'):
+    augment.gains(key, images, index, 1.5)

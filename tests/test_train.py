@@ -95,7 +95,7 @@ def test_four_devices_equal_one_device(tmp_path, stage):
   fae = stage == 'fae'  # FAE's one stage: same machinery, its own network and objective
   config = _stage_config(tmp_path, *(['method=fae', 'stages=(1,)', 'fae.features=8',
                                       'fae.levels=3'] if fae else []),
-                         *(['stage3.flip=hv'] if stage == 3 else []))  # flips by position
+                         *(['stage3.flip=hv', 'stage3.jitter=0.3'] if stage == 3 else []))  # by position
   stage = 1 if fae else stage
   images = data_lib.load(config).train
   results = {}

@@ -81,14 +81,15 @@ def get_config():
   # schedule: constant (the paper's Adam) | cosine (decayed to 0 over the stage's steps)
   # flip: '' | h | v | hv, random left-right / top-bottom flips of the training images
   # (rcae_jax/augment.py; only where the product is symmetric)
+  # jitter: each training image's grey level times exp(U[-jitter, jitter]), clipped (0 = off)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant', flip=''))
+                                            schedule='constant', flip='', jitter=0.0))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant', flip=''))
+                                            schedule='constant', flip='', jitter=0.0))
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
-                                            flip=''))
+                                            flip='', jitter=0.0))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
 
   # Pseudo-anomalies (rcae_jax/anomalies.py): `anomaly` for the restoring stages 1-2,
