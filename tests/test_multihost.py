@@ -38,14 +38,19 @@ def _train(workdir, cache, env, extra=()):
           str(workdir), '--set', f'data.cache_dir={cache}', *OVERRIDES, *extra]
 
 
-def _two_processes(workdir, cache, **env_extra):
-  """Both processes of one run; -> their return codes and outputs."""
+def _start_two(workdir, cache, **env_extra):
+  """Starts both processes of one run."""
   port = _free_port()
-  procs = [subprocess.Popen(
+  return [subprocess.Popen(
       _train(workdir, cache, None, ['--coordinator', f'127.0.0.1:{port}', '--num-processes',
                                     '2', '--process-id', str(i)]),
       env=_env(2, **env_extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+          for i in range(2)]
+
+
+def _two_processes(workdir, cache, procs=None, **env_extra):
+  """Both processes of one run (or the started `procs`); -> their return codes and outputs."""
+  procs = procs or _start_two(workdir, cache, **env_extra)
   outs = []
   for p in procs:
     try:
@@ -66,13 +71,14 @@ def test_two_processes_train_like_one_with_four_devices(tmp_path):
   config = tiny_config(cache, *OVERRIDES)
   data_lib.prepare(config)
   assert jax.device_count() == 4 and jax.process_count() == 1
-  train.train(config, tmp_path / 'one')  # the reference: this process, 4 devices
-
   trace = tmp_path / 'trace'
   trace.mkdir()
   two = tmp_path / 'two'
-  # both processes lose their machine after step 5 (step 4 saved), then start again
-  codes, outs = _two_processes(two, cache, RCAE_KILL_AT='stage1:step5', RCAE_TRACE=str(trace))
+  # both processes lose their machine after step 5 (step 4 saved), then start again; the
+  # reference (this process, 4 devices) trains meanwhile: compiling is one core's work
+  killed = _start_two(two, cache, RCAE_KILL_AT='stage1:step5', RCAE_TRACE=str(trace))
+  train.train(config, tmp_path / 'one')
+  codes, outs = _two_processes(two, cache, killed)
   assert codes == [-9, -9], outs
   assert len(_losses(two)) == 5 and not (two / 'model').exists()
   codes, outs = _two_processes(two, cache, RCAE_TRACE=str(trace))
