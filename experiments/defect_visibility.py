@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 
 from rcae_jax import config as config_lib, figures, files, metrics, tables  # pylint: disable=wrong-import-position
 from rcae_jax.data import common, loader  # pylint: disable=wrong-import-position
-from rcae_jax.__main__ import _data_overrides  # pylint: disable=wrong-import-position
 
 QUANTITIES = ('kept', 'width_px', 'area_px', 'contrast', 'separability')
 
@@ -181,7 +180,7 @@ def main(argv=None):
     if v < lo:
       parser.error(f'{name} must be at least {lo}, got {v}')
   try:
-    config = config_lib.load_config(args.config, _data_overrides(args))
+    config = config_lib.load_config(args.config, config_lib.data_overrides(args.data, args.category))
     result = measure(config, sorted(set(args.resolutions)), args.normals, args.ring)
   except (config_lib.ConfigError, common.DataError) as e:
     raise SystemExit(str(e)) from None

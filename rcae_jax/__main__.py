@@ -5,13 +5,8 @@ import pathlib
 import sys
 
 def _data_overrides(args):
-  out = []
-  if getattr(args, 'data', None):
-    name, _, root = args.data.partition(':')
-    out += [f'data.name={name}'] + ([f'data.root={root}'] if root else [])
-  if getattr(args, 'category', None):
-    out.append(f'data.category={args.category}')
-  return out
+  from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.data_overrides(getattr(args, 'data', None), getattr(args, 'category', None))
 
 
 def _add_data(p):

@@ -61,6 +61,17 @@ def load_config(spec, overrides=()):
   return apply_overrides(config, overrides)
 
 
+def data_overrides(data=None, category=None):
+  """The overrides of `--data NAME[:ROOT]` and `--category` (the CLI's and the study scripts')."""
+  out = []
+  if data:
+    name, _, root = data.partition(':')
+    out += [f'data.name={name}'] + ([f'data.root={root}'] if root else [])
+  if category:
+    out.append(f'data.category={category}')
+  return out
+
+
 def apply_overrides(config, overrides):
   config = ml_collections.ConfigDict(config.to_dict())
   config.lock()

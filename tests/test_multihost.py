@@ -48,9 +48,13 @@ def _start_two(workdir, cache, **env_extra):
           for i in range(2)]
 
 
-def _two_processes(workdir, cache, procs=None, **env_extra):
-  """Both processes of one run (or the started `procs`); -> their return codes and outputs."""
-  procs = procs or _start_two(workdir, cache, **env_extra)
+def _two_processes(workdir, cache, **env_extra):
+  """Both processes of one run; -> their return codes and outputs."""
+  return _wait_two(_start_two(workdir, cache, **env_extra))
+
+
+def _wait_two(procs):
+  """-> the return codes and outputs of both started processes."""
   outs = []
   for p in procs:
     try:
@@ -78,7 +82,7 @@ def test_two_processes_train_like_one_with_four_devices(tmp_path):
   # reference (this process, 4 devices) trains meanwhile: compiling is one core's work
   killed = _start_two(two, cache, RCAE_KILL_AT='stage1:step5', RCAE_TRACE=str(trace))
   train.train(config, tmp_path / 'one')
-  codes, outs = _two_processes(two, cache, killed)
+  codes, outs = _wait_two(killed)
   assert codes == [-9, -9], outs
   assert len(_losses(two)) == 5 and not (two / 'model').exists()
   codes, outs = _two_processes(two, cache, RCAE_TRACE=str(trace))
