@@ -90,13 +90,20 @@ def main(argv=None):
   # Imports after parsing: --help stays instant and errors come before JAX starts.
   from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from rcae_jax import checkpoints, files  # pylint: disable=g-import-not-at-top
+  from rcae_jax import checkpoints, files, lock, stops  # pylint: disable=g-import-not-at-top
   try:
     return _run(args)
   except (config_lib.ConfigError, data_lib.DataError, checkpoints.BundleError,
-          files.CorruptFileError) as e:
+          files.CorruptFileError, lock.LockedError, lock.WorkdirError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except stops.Stopped as e:  # a signal during training: saved, then stopped
+    print(str(e), flush=True)
+    return e.exit_code
+  except KeyboardInterrupt:  # Ctrl-C outside a training step (loading, compiling, evaluating)
+    print('\ninterrupted: nothing of this command was lost that its last checkpoint holds; '
+          'the same command resumes', file=sys.stderr, flush=True)
+    return 130
 
 
 def _run(args):

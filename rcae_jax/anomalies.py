@@ -260,16 +260,12 @@ def synthesize(key, x, other, textures, *, shapes=tuple(SHAPES), fillers=tuple(F
   return corrupted, mask[..., None]
 
 
-def group(config, stage):
-  """The config group of a stage's pseudo-anomalies: `anomaly` (1, 2) or `crd_anomaly` (3)."""
-  return config.anomaly if stage in (1, 2) else config.crd_anomaly
-
-
-def generator(config, stage=3):
-  """`synthesize`'s keyword arguments for a stage: the restoring stages 1-2 draw from
-  `anomaly`, the CRD (stage 3) from `crd_anomaly` less its `holdout` families (shape or
-  filler names; the `generalisation` sweep validates on them)."""
-  a = group(config, stage)
+def generator(config, group='crd_anomaly'):
+  """`synthesize`'s keyword arguments from a config group of pseudo-anomalies (the stage
+  declares which: RcAE's restoring stages draw from `anomaly`, its CRD from `crd_anomaly`),
+  less the group's `holdout` families (shape or filler names; the `generalisation` sweep
+  validates on them)."""
+  a = config[group]
   holdout = tuple(a.get('holdout', ()))
   return dict(shapes=tuple(s for s in a.shapes if s not in holdout),
               fillers=tuple(f for f in a.fillers if f not in holdout), p_clean=a.p_clean,
@@ -295,13 +291,13 @@ def one_at_a_time(config):
   return b == 'map' or (b == 'auto' and config.data.resolution >= 512)
 
 
-def synthesize_batch(key, images, indices, textures, config, stage=3):
+def synthesize_batch(key, images, indices, textures, config, group='crd_anomaly'):
   """Per-example keys from (step key, global example index): device-count independent, and
   the same examples whether drawn mapped or vmapped (`one_at_a_time`). The families are
-  the stage's (`generator`)."""
+  the config group's (`generator`)."""
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
   other = _partners(images)
-  fn = functools.partial(synthesize, **generator(config, stage))
+  fn = functools.partial(synthesize, **generator(config, group))
   if one_at_a_time(config):
     return jax.lax.map(lambda kio: fn(*kio, textures), (keys, images, other))
   return jax.vmap(fn, in_axes=(0, 0, 0, None))(keys, images, other, textures)
@@ -390,17 +386,17 @@ def identity_noise(key, inputs, targets, indices, max_std):
   return jax.vmap(one)(indices, inputs, targets)
 
 
-def restoration_pair(key, images, indices, textures, config, stage_config):
-  """(input, target, mask) of a restoration stage: pseudo-anomalous input and its soft mask
-  (when `stage_config.restore`; else the image and an empty mask), clean target, plus
-  identity noise (`stage_config.noise`)."""
+def restoration_pair(key, images, indices, textures, config, stage_config, group='anomaly'):
+  """(input, target, mask) of a restoration stage: pseudo-anomalous input drawn from the
+  config group `group` and its soft mask (when `stage_config.restore`; else the image and
+  an empty mask), clean target, plus identity noise (`stage_config.noise`)."""
   inputs, mask = images, jnp.zeros(images.shape[:3] + (1,), images.dtype)
   if stage_config.restore:
     if textures is None:
       raise ValueError('a restoring stage draws pseudo-anomalies and needs the texture bank: '
                        'pass train.frozen_inputs(stage, params, config) as its frozen inputs')
     inputs, mask = synthesize_batch(jax.random.fold_in(key, 0), images, indices, textures,
-                                    config, stage=1)
+                                    config, group)
   inputs, targets = identity_noise(jax.random.fold_in(key, 1), inputs, images, indices,
                                    stage_config.noise)
   return inputs, targets, mask

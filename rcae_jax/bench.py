@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, parallel, runinfo, train
+from rcae_jax import files, inference, methods, parallel, runinfo, train
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches
 from rcae_jax.models import layers
@@ -99,10 +99,9 @@ def _images(config, n, seed=0):
 def bench_train(stage, config, mesh, iters):
   # a schedule's length changes the learning rate, not the program: any length times it
   step = train.train_step(stage, config, mesh, train.num_steps(config, stage, config.batch_size))
-  has_depth = train.depth_of_step(config, stage, 0) is not None
-  n = config.model.depth if has_depth else None  # RcAE's stage 1 at its costliest depth
-  program = step.program(n)
-  params = step.model.init_all(jax.random.PRNGKey(config.seed))
+  # the stage's costliest variant (RcAE's stage 1: its deepest n)
+  program = step.program(methods.stage(config, stage).variants(config)[-1])
+  params = model_lib.init_all(config, jax.random.PRNGKey(config.seed))
   frozen = parallel.replicate(train.frozen_inputs(stage, params, config), mesh)
   state = parallel.replicate(step.init_state(), mesh)
   batch = parallel.shard_batch(
@@ -119,7 +118,7 @@ def bench_train(stage, config, mesh, iters):
 
 
 def bench_infer(config, mesh, iters):
-  params = model_lib.from_config(config).init_all(jax.random.PRNGKey(config.seed))
+  params = model_lib.init_all(config, jax.random.PRNGKey(config.seed))
   params = parallel.replicate(params, mesh)
   x = parallel.shard_batch(_images(config, config.batch_size), mesh)
   lowered = inference.compiled(config, mesh).lower(params, x)
@@ -152,7 +151,7 @@ def bench_input(config, mesh, iters):
 def run_one(name, config, mesh, iters, peak):
   row = {'name': name, 'resolution': config.data.resolution, 'batch': config.batch_size,
          'method': config_lib.method(config), 'recursion': config.model.recursion,
-         'depth': model_lib.from_config(config).depth,
+         'depth': getattr(model_lib.from_config(config), 'depth', None),
          'dtype': config.model.dtype, 'devices': int(mesh.devices.size)}
   if name == 'input':
     times, unprefetched = bench_input(config, mesh, iters)
@@ -160,7 +159,7 @@ def run_one(name, config, mesh, iters, peak):
                wait_s_unprefetched=unprefetched)
   else:
     fn = bench_infer if name == 'infer' else (
-        lambda c, m, i: bench_train(int(name[-1]), c, m, i))
+        lambda c, m, i: bench_train(int(name[5:]), c, m, i))
     compile_s, times, (lowered, compiled), out_hash, n_params = fn(config, mesh, iters)
     flops, source = _cost((lowered, compiled))
     row.update(compile_s=compile_s, flops=flops, flops_source=source, output_hash=out_hash,
@@ -188,13 +187,14 @@ def main(args):
   if args.batch:
     overrides.append(f'batch_size={args.batch}')
   base = config_lib.load_config(args.config, overrides)
-  stages = model_lib.from_config(base).stage_nets
+  stages = model_lib.stage_nets(base)
   what = ([w.strip() for w in args.what.split(',') if w.strip()] if args.what else
           [f'train{s}' for s in stages] + ['infer'])
-  unknown = [w for w in what if w not in STEPS]
+  known = STEPS + tuple(f'train{s}' for s in stages if f'train{s}' not in STEPS)
+  unknown = [w for w in what if w not in known]
   if unknown:
-    raise config_lib.ConfigError(f'bench --what: unknown step(s) {unknown}; known: {list(STEPS)}')
-  missing = [w for w in what if w.startswith('train') and int(w[-1]) not in stages]
+    raise config_lib.ConfigError(f'bench --what: unknown step(s) {unknown}; known: {list(known)}')
+  missing = [w for w in what if w.startswith('train') and int(w[5:]) not in stages]
   if missing:
     raise config_lib.ConfigError(f'bench --what {",".join(missing)}: method='
                                  f'{config_lib.method(base)} trains stages {sorted(stages)} only')

@@ -1,13 +1,15 @@
 """Configs are code: `path/to/config.py[:arg]` + `key=value` overrides, validated up front."""
 import ast
 import importlib.util
+import inspect
 import json
 import pathlib
 import sys
+import traceback
 
 import ml_collections
 
-from rcae_jax import augment, files
+from rcae_jax import augment, files, methods
 
 
 class ConfigError(ValueError):
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
 def experiments_dir():
   """The shipped `experiments/` (configs, sweep presets): beside the package in a clone or an
   editable install, else the `experiments` package that `pip install .` put on the path.
-  The only place the platform looks for it; config files import `experiments.configs.base`,
+  The only place the platform looks for it; shipped config files import `experiments.configs`,
   so its parent goes on sys.path once."""
   beside = pathlib.Path(__file__).resolve().parent.parent / 'experiments'
   if (beside / 'configs').is_dir():
@@ -47,18 +49,65 @@ def config_path(spec):
 
 def load_config(spec, overrides=()):
   """Loads `file.py[:arg]` or a shipped config by name, applies `key=value` overrides,
-  validates."""
+  validates. Every mistake in the file (a syntax error, an exception, a key the schema lacks:
+  the base config comes locked, an argument it does not take) is one ConfigError naming the
+  file and line."""
   path, arg = config_path(spec)
   if not path.is_file():
     raise ConfigError(f'config file {str(spec).partition(":")[0]!r} does not exist')
-  experiments_dir()  # config files import experiments.configs.base
-  module_spec = importlib.util.spec_from_file_location(f'_rcae_config_{path.stem}', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
-    raise ConfigError(f'config file {path} has no get_config()')
-  config = module.get_config(arg) if arg else module.get_config()
+  experiments_dir()  # config files may import experiments.configs.*
+  try:
+    module_spec = importlib.util.spec_from_file_location(f'_rcae_config_{path.stem}', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get = getattr(module, 'get_config', None)
+    if get is None:
+      raise ConfigError(f'config file {path} has no get_config()')
+    takes = list(inspect.signature(get).parameters)
+    if arg and not takes:
+      raise ConfigError(f'config {path.name} takes no argument (got {arg!r}): use '
+                        f'--config {str(spec).partition(":")[0]}')
+    known = getattr(module, 'ARGS', None)
+    if known is not None and arg not in known:
+      raise ConfigError(f'config {path.name}: unknown argument {arg!r}; known: {tuple(known)}')
+    config = get(arg) if arg else get()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(_where(e, path)) from None
+  _check_schema(config, path)
   return apply_overrides(config, overrides)
+
+
+def _where(e, path):
+  """'file:line: Type: message' of an exception raised while loading a config file: the
+  innermost line of that file (or of the file the error points at)."""
+  if isinstance(e, SyntaxError) and e.filename:
+    return f'{e.filename}:{e.lineno}: SyntaxError: {e.msg}'
+  frames = traceback.extract_tb(e.__traceback__)
+  mine = [f for f in frames if pathlib.Path(f.filename).resolve() == path.resolve()]
+  frame = (mine or frames or [None])[-1]
+  where = f'{frame.filename}:{frame.lineno}' if frame else str(path)
+  message = ' '.join(str(e).split())
+  return f'{where}: {type(e).__name__}: {message[:300]}'
+
+
+def _check_schema(config, path):
+  """The loaded config has exactly the schema's keys (a config file may build its own dict
+  instead of the locked base)."""
+  from rcae_jax import base_config  # pylint: disable=g-import-not-at-top
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'{path}: get_config() returned {type(config).__name__}, not a '
+                      'ConfigDict (build on rcae_jax.base_config.get_config())')
+  schema, mine = set(flat(base_config.get_config())), set(flat(config))
+  missing, extra = sorted(schema - mine), sorted(mine - schema)
+  if missing:
+    raise ConfigError(f'{path}: get_config() returned a config without the schema\'s keys '
+                      f'{missing[:5]}{" ..." if len(missing) > 5 else ""} (build on '
+                      'rcae_jax.base_config.get_config())')
+  if extra:
+    raise ConfigError(f'{path}: unknown config keys {extra[:5]} (not in the schema, '
+                      'rcae_jax/base_config.py)')
 
 
 def data_overrides(data=None, category=None):
@@ -121,7 +170,6 @@ _CHOICES = {
     'data.name': ('builtin', 'mvtec', 'visa', 'mtd', 'folder'),
     'data.source': ('files', 'prepared'),
     'anomaly.batching': ('auto', 'map', 'vmap'),
-    'model.recursion': ('depth', 'iterate'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.crd_loss': ('l2', 'bce', 'focal'),
     'model.crd_arch': ('small', 'unet'),
@@ -129,72 +177,64 @@ _CHOICES = {
     'depth_sampling': ('uniform', 'max'),
     'model.padding': ('zeros', 'reflect'),
     'score.image': ('max', 'topk', 'sum'),
-    'score.source': ('auto', 'crd', 'dpn', 'rcae', 'fae'),
     'score.smoothing': ('gaussian', 'mean'),
-    'method': ('rcae', 'fae'),
-    **{f'stage{s}.schedule': ('constant', 'cosine') for s in (1, 2, 3)},
-    **{f'stage{s}.flip': augment.MODES for s in (1, 2, 3)},
 }
 
 
+def _choices():
+  """The closed sets of values, with those that come from tables (methods, recursion modes,
+  score sources)."""
+  from rcae_jax.models import rcae  # pylint: disable=g-import-not-at-top
+  return {**_CHOICES, 'method': methods.names(), 'model.recursion': tuple(rcae.RECURSIONS),
+          'score.source': ('auto',) + methods.score_sources()}
+
+
 def validate(c):
-  """Refuses values that would fail (or silently mislead) deep inside JAX."""
-  for key, choices in _CHOICES.items():
+  """Refuses values that would fail (or silently mislead) deep inside JAX: the generic rules,
+  each trained stage's group, and the method's own rules (`Method.validate`)."""
+  for key, choices in _choices().items():
     if _get(c, key) not in choices:
       raise ConfigError(f'{key}={_get(c, key)!r} is not one of {choices}')
   def need(cond, msg):
     if not cond:
       raise ConfigError(msg)
+  method = methods.of(c)
+  n = len(method.stages)
+  stages = tuple(c.stages)
+  need(stages and stages == tuple(sorted(set(stages))) and set(stages) <= set(range(1, n + 1)),
+       f'stages={c.stages} must be an increasing tuple of method={method.name}\'s stages '
+       f'1..{n}')
+  trained = set()
+  for k in stages:
+    spec = method.stages[k - 1]
+    missing = [net for net in spec.reads if net not in trained]
+    need(not missing, f'stages={c.stages} must be a set where each stage follows the stages training '
+         f'what it reads: stage {k} ({spec.net}) reads {missing}')
+    trained.add(spec.net)
+    st = c[spec.group]
+    need(st.schedule in ('constant', 'cosine'),
+         f'{spec.group}.schedule={st.schedule!r} is not one of (\'constant\', \'cosine\')')
+    need(st.flip in augment.MODES, f'{spec.group}.flip={st.flip!r} is not one of {augment.MODES}')
+    need(st.steps > 0 or st.epochs > 0, f'{spec.group}: steps or epochs must be > 0')
+    need(st.lr > 0, f'{spec.group}.lr must be > 0')
+    need(0 <= st.jitter < 1,
+         f'{spec.group}.jitter={st.jitter} must be in [0, 1) (a log-gain range)')
+  sources = [s.source for _, s in methods.active(c) if s.source]
+  need(sources, f'stages={c.stages} train no network that scores images')
+  need(c.score.source == 'auto' or c.score.source in sources,
+       f'score.source={c.score.source!r}: method={method.name} with stages={c.stages} '
+       f"scores by {['auto'] + sources}")
   need(c.data.channels in (1, 3), f'data.channels={c.data.channels} must be 1 or 3')
-  if c.method == 'fae':
-    need(tuple(c.stages) == (1,), f'method=fae trains one network in one stage: set '
-         f'stages=(1,) (got {c.stages})')
-    need(c.data.resolution % 2 ** (c.fae.levels - 1) == 0,
-         f'data.resolution={c.data.resolution} must be divisible by 2^(fae.levels - 1)='
-         f'{2 ** (c.fae.levels - 1)}')
-    need(c.score.source in ('auto', 'fae'), f'score.source={c.score.source!r}: FAE has one '
-         "map ('auto' or 'fae')")
-  elif c.score.source == 'fae':
-    raise ConfigError("score.source='fae' needs method=fae")
   from rcae_jax import discrepancy  # pylint: disable=g-import-not-at-top
   bad = [p for p in c.score.discrepancy.split('+') if p not in discrepancy.NAMES]
   need(not bad, f'score.discrepancy={c.score.discrepancy!r}: unknown {bad}; known '
        f'{discrepancy.NAMES}, or several joined by +')
   need(c.score.mean_size >= 1 and c.score.mean_repeats >= 0,
        'score.mean_size must be >= 1 and score.mean_repeats >= 0')
-  need(c.model.depth >= 1, f'model.depth={c.model.depth} must be >= 1')
-  need(c.model.features >= 1, 'model.features must be >= 1')
-  levels = c.model.depth if c.model.recursion == 'depth' else c.model.iterate_levels
-  need(c.data.resolution % (2 ** max(levels, 2)) == 0,
-       f'data.resolution={c.data.resolution} must be divisible by 2^{max(levels, 2)} '
-       f'({c.model.recursion} mode halves it {levels} times; the DPN/CRD twice)')
-  need(c.model.groups == 0 or c.model.features % c.model.groups == 0,
-       f'model.groups={c.model.groups} must divide model.features={c.model.features}')
-  need(set(c.stages) <= {1, 2, 3} and 1 in c.stages and tuple(sorted(c.stages)) == tuple(c.stages)
-       and (3 not in c.stages or 2 in c.stages),
-       f'stages={c.stages} must be (1,), (1, 2) or (1, 2, 3)')
-  bad = [s for s in c.model.crd_steps if not 1 <= s <= c.model.depth]
-  need(not bad, f'model.crd_steps has steps {bad} outside 1..model.depth={c.model.depth}')
   need(0 < c.data.train_fraction <= 1, 'data.train_fraction must be in (0, 1]')
   need(0 <= c.data.val_fraction < 1, 'data.val_fraction must be in [0, 1)')
   need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
-  for s in (1, 2, 3):
-    st = c[f'stage{s}']
-    need(st.steps > 0 or st.epochs > 0, f'stage{s}: steps or epochs must be > 0')
-    need(st.lr > 0, f'stage{s}.lr must be > 0')
-    need(0 <= st.jitter < 1, f'stage{s}.jitter={st.jitter} must be in [0, 1) (a log-gain range)')
-  for s in (1, 2):
-    st = c[f'stage{s}']
-    need(0 <= st.get('noise', 0.0) <= 0.5,
-         f'stage{s}.noise={st.get("noise")} must be in [0, 0.5] (a std on [0, 1] images)')
-    need(st.get('region_weight', 0.0) >= 0, f'stage{s}.region_weight must be >= 0')
-  need(c.model.get('skip_from', 1) >= 1,
-       f'model.skip_from={c.model.get("skip_from")} must be >= 1 (1 = skips at every level)')
-  levels = c.model.crd_levels
-  need(levels >= 0 and c.data.resolution % 2 ** levels == 0,
-       f'model.crd_levels={levels} must be >= 0 and 2^levels must divide data.resolution='
-       f'{c.data.resolution}')
-  need(c.model.crd_pos_weight >= 0, 'model.crd_pos_weight must be >= 0 (0 = balanced)')
+  method.validate(c, need)
   from rcae_jax import anomalies  # pylint: disable=g-import-not-at-top
   for name in ('anomaly', 'crd_anomaly'):
     a = c[name]
@@ -216,20 +256,12 @@ def validate(c):
 
 
 def method(c):
-  """'rcae' or 'fae' (configs written before FAE existed have no key: RcAE)."""
+  """The config's method name ('rcae' for configs written before the key existed)."""
   return c.get('method', 'rcae')
 
 
 def score_source(c):
-  if method(c) == 'fae':
-    return 'fae'
-  if c.score.source != 'auto':
-    return c.score.source
-  return {1: 'rcae', 2: 'dpn', 3: 'crd'}[max(c.stages)]
-
-
-def crd_steps(c):
-  return tuple(c.model.crd_steps) or tuple(range(1, c.model.depth + 1))
+  return methods.score_source(c)
 
 
 def to_json(config):
@@ -257,24 +289,14 @@ def _merge(defaults, saved):
   return out
 
 
-def _legacy(d):
-  """Values that reproduce what a run saved before a key existed, where today's default
-  would change its behaviour: the small CRD, zero/model padding, unweighted BCE, and stage
-  3 drawing from `anomaly` (with the generator options it had then)."""
-  out = {'model': {'crd_arch': 'small', 'crd_padding': '', 'crd_pos_weight': 1.0}}
-  if 'anomaly' in d:
-    out['crd_anomaly'] = {**{k: v for k, v in d['anomaly'].items() if k != 'batching'},
-                          'edge': 0.0, 'visible': 0.0, 'procedural': 0, 'holdout': []}
-  return out
-
-
 def saved(d):
   """A config a run saved (its config.json), with the keys added to the platform since then
-  at their defaults (`experiments/configs/base.py`), or at the value that keeps the earlier
-  behaviour where the default changed (`_legacy`): older runs still evaluate, and resume
-  under an unchanged command."""
-  base = json.loads(to_json(load_config('base')))
-  out = _merge(_merge(base, _legacy(d)), d)
+  at their defaults (`rcae_jax/base_config.py`), or at the value that keeps the earlier
+  behaviour where the default changed (the method's `legacy`): older runs still evaluate, and resume
+  under an unchanged command. Needs only the package."""
+  from rcae_jax import base_config  # pylint: disable=g-import-not-at-top
+  base = json.loads(to_json(base_config.get_config()))
+  out = _merge(_merge(base, methods.get(d.get('method', 'rcae')).legacy(d)), d)
   if out['crd_anomaly'].get('holdout') == '':  # how the first runs with the key saved ()
     out['crd_anomaly']['holdout'] = []
   return from_dict(out)
@@ -298,15 +320,55 @@ def _trained_anything(workdir):
              for p in pathlib.Path(workdir).glob('stage*/ckpt/*'))
 
 
+def _differing(a, b):
+  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def run_diff(a, b, for_stage=None):
+  """The keys by which two configs (flat, as `flat` gives them) make different runs: [] when
+  they are the same run. The rule, from what each stage declares it reads
+  (`rcae_jax/methods/`):
+
+  - bookkeeping keys (`methods.BOOKKEEPING`: log_every, checkpoint interval, cache and data
+    folders, ...) never count;
+  - for_stage=None (resuming a run, reporting a finished one): every other key counts, but
+    those only read by stages neither run trains (a +DPN run's stage3.lr, an RcAE run's
+    fae.*);
+  - for_stage=k (is stage k's checkpoint the same computation, for stage reuse): the keys
+    stage k reads, with the stages whose networks it reads; keys read by no stage of any
+    method count too, so a key added without a declaration can never reuse a checkpoint.
+  """
+  if a.get('method', 'rcae') != b.get('method', 'rcae'):
+    return ['method']
+  method = methods.get(a.get('method', 'rcae'))
+  diff = [k for k in _differing(a, b) if not methods.matches(k, methods.BOOKKEEPING)]
+  if for_stage is None:
+    trained = set(a.get('stages', ())) | set(b.get('stages', ()))
+    def counts(k):  # another method's keys (an RcAE run's fae.*) read by none of its stages
+      if methods.matches(k, methods.EVAL_KEYS) or not methods.read_by_any(k):
+        return True
+      return any(methods.matches(k, methods.stage_keys(method, j)) for j in trained)
+    return [k for k in diff if counts(k)]
+  keys = methods.stage_keys(method, for_stage)
+  return [k for k in diff if methods.matches(k, keys) or (
+      not methods.read_by_any(k) and not methods.matches(k, methods.EVAL_KEYS))]
+
+
+def same_run(a, b, for_stage=None):
+  """Whether two configs (ConfigDicts or flat dicts) make the same run (`run_diff`)."""
+  as_flat = lambda c: c if isinstance(c, dict) and not isinstance(
+      c, ml_collections.ConfigDict) else flat(c)
+  return not run_diff(as_flat(a), as_flat(b), for_stage)
+
+
 def check_workdir(workdir, config):
-  """Resuming a workdir trained with another config would mix two experiments: refuse.
-  A workdir whose run never saved a step holds nothing to protect: accept, and say so."""
+  """Resuming a workdir trained with another config would mix two experiments: refuse
+  (`run_diff`: bookkeeping keys such as log_every may change). A workdir whose run never
+  saved a step holds nothing to protect: accept, and say so."""
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
-  old = flat(saved(files.read_json(path)))
-  new = flat(config)
-  diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  diff = run_diff(flat(saved(files.read_json(path))), flat(config))
   if diff and not _trained_anything(workdir):
     print(f'{workdir}: no training step was saved under the old config; starting afresh with '
           f'the new one (changed: {", ".join(diff[:6])})', flush=True)

@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from rcae_jax import files
 
@@ -39,10 +39,32 @@ def overlay(image, amap, vmax):
   return ((0.5 * rgb / 255.0 + 0.5 * heat[..., :3]) * 255).astype(np.uint8)
 
 
-def overlay_png(image, amap, vmax):
-  """`overlay` as PNG bytes (predict's per-image maps)."""
+def _with_scale(rgb, vmax, threshold):
+  """rgb with a vertical 'jet' colour scale on its right: 0 at the bottom, vmax at the top
+  (labelled 'threshold' when it is the decision threshold)."""
+  h, w = rgb.shape[:2]
+  bar_h, bar_w, margin = max(h, 48), max(8, w // 24), 64
+  canvas = np.full((bar_h, w + bar_w + margin, 3), 255, np.uint8)
+  canvas[:h, :w] = rgb
+  ramp = matplotlib.colormaps['jet'](np.linspace(1, 0, bar_h))[:, :3]
+  canvas[:, w + 4:w + 4 + bar_w] = (ramp[:, None] * 255).astype(np.uint8)
+  im = Image.fromarray(canvas)
+  draw = ImageDraw.Draw(im)
+  top = f'{vmax:.3g}' + (' threshold' if threshold is not None and vmax == threshold else '')
+  x = w + 8 + bar_w
+  draw.text((x, 0), top, fill=(0, 0, 0))
+  draw.text((x, bar_h - 12), '0', fill=(0, 0, 0))
+  return np.asarray(im)
+
+
+def overlay_png(image, amap, vmax, scale=None):
+  """`overlay` as PNG bytes (predict's per-image maps); scale=(vmax, threshold) adds the
+  colour scale."""
+  rgb = overlay(image, amap, vmax)
+  if scale is not None:
+    rgb = _with_scale(rgb, *scale)
   buf = io.BytesIO()
-  Image.fromarray(overlay(image, amap, vmax)).save(buf, format='PNG')
+  Image.fromarray(rgb).save(buf, format='PNG')
   return buf.getvalue()
 
 

@@ -1,4 +1,6 @@
 """Atomic result files: a reader (or a killed run) never sees half a file."""
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -22,6 +24,21 @@ def atomic_write(path, data):
   faults.point(f'write:{path.name}')
   os.replace(tmp, path)
   trace.record('writes', path)
+
+
+@contextlib.contextmanager
+def exclusive(path):
+  """Waits for, then holds, an OS lock on `path` (created): one process at a time builds a
+  shared cache (two trainings starting on a fresh cache folder). Released when the process
+  ends, however it ends."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_json(path):

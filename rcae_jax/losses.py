@@ -1,12 +1,11 @@
-"""The training losses of DESIGN.md §1 (intensity + gradient terms) and each stage's
-objective built from them."""
+"""The training losses of DESIGN.md §1 (intensity + gradient terms). Each stage's objective
+is declared with its method (`rcae_jax/methods/`) and built from these."""
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 
-from rcae_jax import anomalies, ops
-from rcae_jax import config as config_lib
+from rcae_jax import ops
 
 
 def l1_with_gradient(target, pred, grad_weight=1.0):
@@ -76,53 +75,9 @@ def crd_loss(target, logits, config, axis_name=None):
   return jnp.mean(per_pixel) + m.crd_grad_weight * grad
 
 
-def stage_objective(stage, model, config, n=None, axis_name=None):
-  """-> objective(params, frozen, batch, rng) -> (loss, metrics) on one device's examples.
-
-  params are the stage's network's; frozen holds the earlier stages' params and the texture
-  bank (`train.frozen_inputs`); batch = {'image': float (b, H, W, C), 'index': (b,)}.
-  RcAE's stage 1 trains R_n at the static depth n (one program per n); FAE's one stage
-  restores corrupted images with its U-Net. axis_name: the data-parallel axis the
-  objective runs under (`crd_loss` balances over the global batch).
-  """
-  gw = config.grad_weight
-
-  def restoration(stage_config, target, pred, mask):
-    if stage_config.get('region_weight', 0.0):
-      return region_balanced_l1(target, pred, mask, stage_config.region_weight, gw)
-    return l1_with_gradient(target, pred, gw)
-
-  def pair(stage_config, frozen, batch, rng):
-    return anomalies.restoration_pair(jax.random.fold_in(rng, 2), batch['image'],
-                                      batch['index'], frozen.get('textures'), config,
-                                      stage_config)
-
-  def stage1(params, frozen, batch, rng):
-    x, target, mask = pair(config.stage1, frozen, batch, rng)
-    return restoration(config.stage1, target, model.at_depth(params, x, n), mask), {}
-
-  def stage2(params, frozen, batch, rng):
-    x, target, mask = pair(config.stage2, frozen, batch, rng)
-    seq = jax.lax.stop_gradient(model.sequence(frozen['rcae'], x))
-    enh = model.enhance(params, seq, x)  # every D_n against the same clean target
-    tile = lambda a: jnp.broadcast_to(a, (enh.shape[0],) + a.shape).reshape(
-        (-1,) + a.shape[1:])
-    return restoration(config.stage2, tile(target), enh.reshape((-1,) + x.shape[1:]),
-                       tile(mask)), {}
-
-  def stage3(params, frozen, batch, rng):
-    corrupted, mask = anomalies.synthesize_batch(
-        jax.random.fold_in(rng, 1), batch['image'], batch['index'], frozen['textures'], config)
-    seq = model.sequence(frozen['rcae'], corrupted)
-    enh = jax.lax.stop_gradient(model.enhance(frozen['dpn'], seq, corrupted))
-    return crd_loss(mask, model.crd_logits(params, enh, corrupted), config, axis_name), {}
-
-  def fae(params, frozen, batch, rng):
-    x, target, mask = pair(config.stage1, frozen, batch, rng)
-    return restoration(config.stage1, target, model.reconstruct(params, x), mask), {}
-
-  if config_lib.method(config) == 'fae':
-    return fae
-  if stage == 1 and n is None:
-    raise ValueError('the stage-1 objective needs its recursion depth n')
-  return {1: stage1, 2: stage2, 3: stage3}[stage]
+def restoration(stage_config, target, pred, mask, grad_weight=1.0):
+  """A restoring stage's loss: FAE's region-balanced L1 when stage_config.region_weight > 0
+  (mask = where the input was corrupted), else the plain intensity + gradient L1."""
+  if stage_config.get('region_weight', 0.0):
+    return region_balanced_l1(target, pred, mask, stage_config.region_weight, grad_weight)
+  return l1_with_gradient(target, pred, grad_weight)

@@ -1,55 +1,116 @@
-"""Anomaly maps and decisions for new images, with the threshold calibrated at training time."""
+"""Anomaly maps and decisions for new images, with the threshold calibrated at training time.
+
+Inputs are image files and folders (searched recursively). Each output mirrors its input's
+path as given (`predict ... data/good data/scratch` writes `maps/data/good/000.png.png` and
+`maps/data/scratch/000.png.png`; `a.jpg` and `a.png` write `a.jpg.png` and `a.png.png`), so
+no two inputs can share an output. Files that are not images, or cannot be decoded, are
+listed with the reason in `skipped.csv` and on the screen. Each map is written at its input
+image's size: the anomaly map in 'jet' over the image, and a colour scale on the right whose
+top is the decision threshold (red: at or above it; blue: no anomaly); `scores.csv` holds
+the image score, the threshold and the decision.
+"""
 import csv
 import io
 import pathlib
 
 import numpy as np
+from PIL import Image
 
 from rcae_jax import checkpoints, figures, files, inference
 from rcae_jax.evaluators import threshold as threshold_lib
 from rcae_jax.data import common
 
 
-def _expand(inputs):
-  paths = []
+def output_name(path):
+  """maps/<this>: the input's path as given, made relative ('..' -> '__'), plus '.png'."""
+  p = pathlib.PurePath(path)
+  parts = ['__' if part == '..' else part for part in p.parts
+           if part not in (p.anchor, '.', '')]
+  return pathlib.PurePath(*parts).as_posix() + '.png'
+
+
+def expand(inputs):
+  """-> (image paths, [(path, reason)] skipped): folders searched recursively, image files
+  by extension; every non-image file found in a folder is skipped by name."""
+  paths, skipped, seen = [], [], set()
   for item in inputs:
     p = pathlib.Path(item)
     if p.is_dir():
-      found = common.list_images(p)
-      if not found:
-        raise common.DataError(f'{p}: folder holds no images ({", ".join(common.IMAGE_EXTS[:5])})')
-      paths += found
+      found = sorted(f for f in p.rglob('*') if f.is_file())
+      images = [f for f in found if f.suffix in common.IMAGE_EXTS]
+      skipped += [(str(f), f'not an image file (extension {f.suffix or "none"!r})')
+                  for f in found if f.suffix not in common.IMAGE_EXTS]
+      if not images:
+        raise common.DataError(f'{p}: folder holds no images ({", ".join(common.IMAGE_EXTS)})')
     elif p.is_file():
-      paths.append(str(p))
+      images = [p]
     else:
       raise common.DataError(f'{p}: no such file or folder')
-  return paths
+    for f in images:
+      if f.resolve() not in seen:
+        seen.add(f.resolve())
+        paths.append(str(f))
+  return paths, skipped
+
+
+def _map_png(original, amap, vmax, threshold):
+  """The map at the original image's size, over it, with the colour scale."""
+  h, w = original.shape[:2]
+  big = np.asarray(Image.fromarray(np.asarray(amap, np.float32), 'F').resize(
+      (w, h), Image.BILINEAR))
+  return figures.overlay_png(original, big, vmax, scale=(vmax, threshold))
 
 
 def predict(workdir, inputs, out=None):
-  """Writes <out>/maps/<name>.png (heatmap over the image) and <out>/scores.csv."""
+  """Writes <out>/maps/<input path>.png, <out>/scores.csv and <out>/skipped.csv."""
   config, params = checkpoints.load_bundle(workdir)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'predict')
-  paths = _expand(inputs)
+  paths, skipped = expand(inputs)
   res, ch = config.data.resolution, config.data.channels
-  images = np.stack([common.read_image(p, res, ch) for p in paths])
-  result = inference.run(config, params, images)
-  threshold = threshold_lib.load(workdir)['threshold']
-  vmax = threshold if threshold else float(result['map'].max())
-  rows = []
-  for path, img, amap, score in zip(paths, images, result['map'], result['score']):
-    name = pathlib.Path(path).stem
-    files.atomic_write(out / 'maps' / f'{name}.png', figures.overlay_png(img, amap, vmax))
-    decision = ('unknown' if threshold is None else
-                'anomalous' if score > threshold else 'normal')
-    rows.append({'image': path, 'score': f'{score:.6g}', 'threshold':
-                 '' if threshold is None else f'{threshold:.6g}', 'decision': decision})
+  calibration = threshold_lib.load(workdir)
+  threshold = calibration.get('threshold')
+  rows, batch = [], max(1, config.eval_batch_size)
+  for start in range(0, len(paths), batch):
+    chunk, images, originals = [], [], []
+    for path in paths[start:start + batch]:
+      try:
+        images.append(common.read_image(path, res, ch))
+        originals.append(common.read_image(path, None, ch))
+        chunk.append(path)
+      except common.DataError as e:
+        skipped.append((path, str(e).removeprefix(f'{path}: ')))
+    if not chunk:
+      continue
+    result = inference.run(config, params, np.stack(images))
+    vmax = threshold if threshold else float(result['map'].max()) or 1.0
+    for path, orig, amap, score in zip(chunk, originals, result['map'], result['score']):
+      files.atomic_write(out / 'maps' / output_name(path), _map_png(orig, amap, vmax, threshold))
+      decision = ('unknown' if threshold is None else
+                  'anomalous' if score > threshold else 'normal')
+      rows.append({'image': path, 'map': f'maps/{output_name(path)}', 'score': f'{score:.6g}',
+                   'threshold': '' if threshold is None else f'{threshold:.6g}',
+                   'decision': decision})
+  _write_csv(out / 'skipped.csv', ['file', 'reason'], [dict(file=f, reason=r) for f, r in skipped])
+  if not rows:
+    raise common.DataError(f'no image could be read from {", ".join(map(str, inputs))} '
+                           f'({len(skipped)} skipped; reasons in {out}/skipped.csv)')
+  _write_csv(out / 'scores.csv', list(rows[0]), rows)
+  for f, reason in skipped:
+    print(f'skipped {f}: {reason}')
+  if threshold is None:
+    print(f'{len(rows)} images scored, no decisions: the run has no threshold '
+          f'({calibration.get("why", "no calibration.json")}); wrote {out}/scores.csv and '
+          f'{out}/maps/')
+  else:
+    n_bad = sum(r['decision'] == 'anomalous' for r in rows)
+    print(f'{len(rows)} images: {n_bad} anomalous (threshold {threshold:.6g}); wrote '
+          f'{out}/scores.csv and {out}/maps/' + (f'; {len(skipped)} skipped' if skipped else ''))
+  return rows
+
+
+def _write_csv(path, fields, rows):
   buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+  writer = csv.DictWriter(buf, fieldnames=fields)
   writer.writeheader()
   writer.writerows(rows)
-  files.atomic_write(out / 'scores.csv', buf.getvalue())
-  n_bad = sum(r['decision'] == 'anomalous' for r in rows)
-  print(f'{len(rows)} images: {n_bad} anomalous (threshold {threshold}); wrote {out}/scores.csv '
-        f'and {out}/maps/')
-  return rows
+  files.atomic_write(path, buf.getvalue())

@@ -3,6 +3,7 @@ import importlib.metadata
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 
 import jax
@@ -12,6 +13,39 @@ from rcae_jax import files
 
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy',
              'scikit-image', 'pillow', 'ml_collections', 'dm-pix')
+
+
+def code_version():
+  """{'commit', 'dirty', 'version'} of the code running: the git commit of the checkout the
+  package lies in and whether it had uncommitted changes (commit None outside a checkout,
+  e.g. after `pip install .`), and the package version. Results cite it; a study is
+  reproduced by checking out its commit."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  def git(*args):
+    try:
+      out = subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True,
+                           timeout=20, check=True)
+      return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      return None
+  commit = git('rev-parse', 'HEAD') if (root / '.git').exists() else None
+  dirty = None
+  if commit:
+    status = git('status', '--porcelain', '--untracked-files=no')
+    dirty = None if status is None else bool(status)
+  try:
+    version = importlib.metadata.version('rcae_jax')
+  except importlib.metadata.PackageNotFoundError:
+    version = None
+  return {'commit': commit, 'dirty': dirty, 'version': version}
+
+
+def describe(code):
+  """'commit 1a2b3c4d' (+ ' with uncommitted changes'), or 'no git commit (version X)'."""
+  if not code or not code.get('commit'):
+    return f'no git commit (rcae_jax {(code or {}).get("version")})'
+  return f'commit {code["commit"][:10]}' + (' with uncommitted changes' if code.get('dirty')
+                                            else '')
 
 
 def environment(mesh=None):
@@ -27,7 +61,7 @@ def environment(mesh=None):
       'packages': versions, 'backend': jax.default_backend(),
       'devices': [f'{d.platform}:{d.id}:{d.device_kind}' for d in devices],
       'device_count': len(devices), 'process_count': jax.process_count(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'code': code_version(),
   }
 
 

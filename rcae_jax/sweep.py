@@ -15,7 +15,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax import evaluate, figures, files, metrics, tables, train
+from rcae_jax import evaluate, figures, files, lock, metrics, runinfo, tables, train
 from rcae_jax.evaluators import validation
 
 
@@ -50,10 +50,15 @@ def run(preset_name, workdir, overrides=(), categories=None, config=None,
   seeds: model seeds (`seed`) per variant, each in <variant>/seed<S>/; the tables give the
   mean and the spread (standard deviation) over seeds. The data split stays `data.seed`'s.
   """
+  with lock.hold(workdir, 'sweep'):
+    return _run(preset_name, pathlib.Path(workdir), overrides, categories, config,
+                validation_only, seeds)
+
+
+def _run(preset_name, workdir, overrides, categories, config, validation_only, seeds):
   preset = load_preset(preset_name)
   if config:
     preset['config'] = pathlib.Path(config)
-  workdir = pathlib.Path(workdir)
   base = config_lib.load_config(preset['config'], list(overrides))
   # Every variant must be a valid config before anything trains.
   configs = expand(preset, base)
@@ -94,28 +99,10 @@ def _categories(config, categories):
   return [c.strip() for c in categories.split(',') if c.strip()]
 
 
-# Keys a stage's training never reads: a finished stage of another variant that agrees on
-# everything else is the same computation, so it is copied instead of trained again.
-# Keys that change no computation, only how a run is logged, saved or fed.
-_BOOKKEEPING = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir')
-_NEVER_READ = ('stages', 'score.') + _BOOKKEEPING
-_STAGE3_ONLY = ('stage3.', 'model.crd_', 'crd_anomaly.')
-_NOT_READ = {
-    1: _NEVER_READ + _STAGE3_ONLY + ('stage2.', 'model.dpn_', 'anomaly.'),
-    2: _NEVER_READ + _STAGE3_ONLY + ('anomaly.',),
-}
-
-
-def _same_for_stage(a, b, stage):
-  ignore = _NOT_READ.get(stage, _NEVER_READ)
-  if a.get(f'stage{stage}.restore') or b.get(f'stage{stage}.restore'):
-    ignore = tuple(k for k in ignore if k != 'anomaly.')  # a restoring stage reads them
-  keys = {k for k in a.keys() | b.keys() if not k.startswith(ignore)}
-  return all(a.get(k) == b.get(k) for k in keys)
-
-
 def _reuse_stages(run_dir, config, donors):
-  """Copies stage1..k of the finished donor run that shares the most leading stages."""
+  """Copies stage1..k of the finished donor run that shares the most leading stages: a stage
+  whose keys agree (`config.same_run(..., for_stage=k)`, from what the stage declares it
+  reads) is the same computation, so it is copied instead of trained again."""
   if (run_dir / 'stage1').exists():
     return ''  # started earlier: resume it as it is
   mine = config_lib.flat(config)
@@ -124,7 +111,8 @@ def _reuse_stages(run_dir, config, donors):
     theirs = config_lib.flat(config_lib.saved(files.read_json(donor / 'config.json')))
     k = 0
     for stage in config.stages:
-      if stage not in theirs['stages'] or not _same_for_stage(mine, theirs, stage):
+      if stage != k + 1 or stage not in theirs['stages'] or not config_lib.same_run(
+          mine, theirs, for_stage=stage):
         break
       k = stage
     if k > best_k:
@@ -134,19 +122,13 @@ def _reuse_stages(run_dir, config, donors):
   return f'stage 1-{best_k} from {best}' if best_k else ''
 
 
-# Keys that change neither a finished run's networks nor its numbers (the data may move).
-_NO_EFFECT = _BOOKKEEPING + ('data.root', 'data.prepared_dir', 'data.read_threads')
-
-
 def _check_finished(run_dir, config):
-  """A finished run is reported under a row only if it ran that row's config: a preset
-  edited since would otherwise label old numbers with the new meaning. Keys the run's code
-  did not have yet (absent from its config.json) took the behaviour their default keeps."""
-  old = config_lib.flat(config_lib.saved(files.read_json(run_dir / 'config.json')))
-  new = config_lib.flat(config)
-  ignore = _NO_EFFECT + (() if 3 in new['stages'] else _STAGE3_ONLY)
-  diff = sorted(k for k in old.keys() & new.keys()
-                if not k.startswith(ignore) and old[k] != new[k])
+  """A finished run is reported under a row only if it ran that row's config
+  (`config.run_diff`): a preset edited since would otherwise label old numbers with the new
+  meaning."""
+  diff = config_lib.run_diff(
+      config_lib.flat(config_lib.saved(files.read_json(run_dir / 'config.json'))),
+      config_lib.flat(config))
   if diff:
     raise config_lib.ConfigError(
         f'{run_dir} finished with another config than this row\'s ({", ".join(diff[:6])}'
@@ -206,6 +188,18 @@ def _results(run_dir, validation_only):
   for i, m in enumerate(val.get('score_choices', {}).values()):
     out[f'val_score{i}_image_auroc'] = m['image_auroc']
   return out
+
+
+def _code_line(rows):
+  """Which code trained the rows' runs (their env.json) and wrote this table."""
+  trained = {}
+  for r in rows:
+    env = pathlib.Path(r['dir']) / 'env.json'
+    code = files.read_json(env).get('code') if env.exists() else None
+    trained.setdefault(runinfo.describe(code), []).append(r['variant'])
+  parts = [f'{k} ({len(v)} run(s))' for k, v in trained.items()]
+  return (f'Code: runs trained by {"; ".join(parts) or "–"}; table written by '
+          f'{runinfo.describe(runinfo.code_version())}.')
 
 
 def _seed_means(rows, columns):
@@ -273,7 +267,7 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
                            for m in SUPPRESSION_COLUMNS]])
     choice_rows.append([v, *[_cell(by_seed.get(m, []), scale=100 if 'border' in m else 1)
                              for m in CHOICE_COLUMNS]])
-  lines = [f'# {preset["title"]}', '',
+  lines = [f'# {preset["title"]}', '', _code_line(rows), '',
            f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
            f'categories{spread}; {n_seeds} seed(s).', '',
            tables.markdown(['variant', *cats, 'mean I-AUROC', 'mean P-AUROC', 'mean AUPRO',

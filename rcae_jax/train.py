@@ -1,11 +1,11 @@
-"""The three training stages: a jitted, data-parallel step per stage and one loop that runs
-them in order, resuming each from its checkpoint.
+"""The training stages of a run's method: a jitted, data-parallel step per stage and one loop
+that runs them in order, resuming each from its checkpoint.
 
-Stage 1 trains the RcAE at a depth n drawn per step; stage 2 trains the DPN with the RcAE
-frozen; stage 3 trains the CRD on pseudo-anomalies with both frozen (objectives:
-`losses.stage_objective`). A step is `step(state, frozen, batch, step_index) -> (state,
-metrics)`; its RNG is fold_in(state['rng'], state['step']), so the state alone says where a
-run is, and the batch of a step is a function of (seed, step) alone (`data.batches`).
+What each stage trains, reads frozen and minimises is its method's declaration
+(`rcae_jax/methods/`: RcAE's three stages, FAE's one). A step is `step(state, frozen, batch,
+step_index) -> (state, metrics)`; its RNG is fold_in(state['rng'], state['step']), so the
+state alone says where a run is, and the batch of a step is a function of (seed, step) alone
+(`data.batches`).
 """
 import functools
 import math
@@ -18,12 +18,13 @@ import numpy as np
 import optax
 import tqdm
 
-from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, files, losses, parallel
-from rcae_jax import runinfo
+from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, files, parallel
+from rcae_jax import lock, methods, runinfo, stops
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches as batches_lib
+from rcae_jax.evaluators import threshold
 
 
 def optimizer(stage_config, total_steps=None):
@@ -38,46 +39,43 @@ def optimizer(stage_config, total_steps=None):
   return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
-def depth_of_step(config, stage, step):
-  """The recursion depth n of a step: U{1..N} (or N), a function of (seed, step) alone, so
-  every device and host draws the same n and a resumed run draws the same sequence.
-  Stages 2 and 3, and FAE, have no depth (None)."""
-  if stage != 1 or config_lib.method(config) == 'fae':
-    return None
-  if config.depth_sampling == 'max':
-    return config.model.depth
-  return int(np.random.default_rng((config.data.seed, 1, step)).integers(1, config.model.depth + 1))
+def variant_of_step(config, stage, step):
+  """The static choice of a step of stage `stage` (RcAE's stage 1: its recursion depth),
+  a function of (seed, step) alone; None for stages without one."""
+  return methods.stage(config, stage).variant(config, step)
 
 
 class TrainStep:
   """One stage's update, pure and data-parallel: grads pmean-ed over the mesh's 'data' axis,
-  the state donated. Stage 1 compiles one program per depth n (at most N, chosen on the
-  host): a traced `lax.switch` over depths ran ~6x slower on CPU, as every branch's
-  residuals are kept for the backward pass. Programs are cached on the object, and objects
+  the state donated. A stage with a per-step variant compiles one program per value (RcAE's
+  stage 1: per depth n, at most N, chosen on the host): a traced `lax.switch` over depths
+  ran ~6x slower on CPU, as every branch's residuals are kept for the backward pass. Programs are cached on the object, and objects
   per (stage, config, mesh) by `train_step`, so a resumed or repeated stage compiles nothing.
   """
 
   def __init__(self, stage, config, mesh, total_steps=None):
     self.stage, self.config, self.mesh = stage, config, mesh
+    self.spec = methods.stage(config, stage)
     self.model = model_lib.from_config(config)
-    self.net = self.model.stage_nets[stage]
-    self.tx = optimizer(config[f'stage{stage}'], total_steps)
+    self.net = self.spec.net
+    self.group = config[self.spec.group]
+    self.tx = optimizer(self.group, total_steps)
     self._programs = {}
 
   def init_state(self):
     """The stage's fresh state: its network's initial params (from (seed, stage)), Adam's
     state, step 0 and the stage's RNG key."""
     c = self.config
-    params = self.model.init_for_stage(self.stage, c.seed)
+    params = model_lib.init_for_stage(c, self.stage)
     return {'params': params, 'opt_state': self.tx.init(params), 'step': jnp.int32(0),
             'rng': jax.random.PRNGKey(c.seed + 1000 * self.stage)}
 
   def _update(self, state, frozen, batch, objective):
     rng = jax.random.fold_in(state['rng'], state['step'])
     image = augment.flips(jax.random.fold_in(rng, 3), batch['image'], batch['index'],
-                          self.config[f'stage{self.stage}'].flip)
+                          self.group.flip)
     image = augment.gains(jax.random.fold_in(rng, 4), image.astype(jnp.float32) / 255.0,
-                          batch['index'], self.config[f'stage{self.stage}'].jitter)
+                          batch['index'], self.group.jitter)
     b = {'image': image, 'index': batch['index']}
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
         state['params'], frozen, b, rng)
@@ -87,23 +85,24 @@ class TrainStep:
     return {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
             'step': state['step'] + 1, 'rng': state['rng']}, metrics
 
-  def program(self, n=None):
-    """The jitted program of depth n (stage 1) or of the stage: (state, frozen, batch)."""
-    if n not in self._programs:
-      objective = losses.stage_objective(self.stage, self.model, self.config, n,
-                                         axis_name=parallel.AXIS)
+  def program(self, variant=None):
+    """The jitted program of one variant (RcAE's stage 1: a depth n) or of the stage:
+    (state, frozen, batch)."""
+    if variant not in self._programs:
+      objective = self.spec.objective(self.model, self.config, variant, parallel.AXIS)
       local = functools.partial(self._update, objective=objective)
-      self._programs[n] = jax.jit(
+      self._programs[variant] = jax.jit(
           parallel.data_parallel(local, self.mesh, n_replicated=2, n_sharded=1),
           donate_argnums=(0,))
-    return self._programs[n]
+    return self._programs[variant]
 
   @property
   def programs(self):
     return dict(self._programs)
 
   def __call__(self, state, frozen, batch, step_index):
-    return self.program(depth_of_step(self.config, self.stage, step_index))(state, frozen, batch)
+    return self.program(variant_of_step(self.config, self.stage, step_index))(state, frozen,
+                                                                           batch)
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,13 +113,13 @@ def _train_step(stage, config_json, mesh, total_steps):
 def train_step(stage, config, mesh, total_steps=None):
   """The stage's TrainStep (cached per stage, config and mesh, and per length when a cosine
   schedule depends on it)."""
-  if config[f'stage{stage}'].get('schedule', 'constant') == 'constant':
+  if config[methods.stage(config, stage).group].get('schedule', 'constant') == 'constant':
     total_steps = None
   return _train_step(stage, config_lib.to_json(config), mesh, total_steps)
 
 
 def num_steps(config, stage, n_train):
-  st = config[f'stage{stage}']
+  st = config[methods.stage(config, stage).group]
   return st.steps or max(1, math.ceil(st.epochs * n_train / config.batch_size))
 
 
@@ -152,51 +151,58 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
                                            start, end, mesh, state=data_state,
                                            read_threads=config.data.read_threads)
   t0, n_img = time.perf_counter(), 0
-  for step, (batch, data_state) in zip(range(start, end), batches):
-    state, metrics = step_fn(state, frozen, batch, step)
-    n_img += config.batch_size
-    done = step + 1
-    if done % config.log_every == 0 or done == end:
-      m = jax.tree.map(lambda v: v.tolist(), parallel.to_host(metrics))  # the only host sync
-      dt = time.perf_counter() - t0
-      rec = {'step': done, **m, 'images_per_s': n_img / dt}
-      if is_main:
-        files.append_jsonl(log_path, rec)
-      loss = np.mean(m['loss'])
-      bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{n_img / dt:.1f}')
-      t0, n_img = time.perf_counter(), 0
-    faults.point(f'stage{stage}:step{done}')
-    if done % config.ckpt_every == 0 or done == end:
-      checkpoints.save(mgr, state, stage, data_state)
-    bar.update(1)
+  done, saved, stop = start, start, None
+  with stops.on_signal() as request:
+    for step, (batch, data_state) in zip(range(start, end), batches):
+      state, metrics = step_fn(state, frozen, batch, step)
+      n_img += config.batch_size
+      done = step + 1
+      if done % config.log_every == 0 or done == end:
+        m = jax.tree.map(lambda v: v.tolist(), parallel.to_host(metrics))  # the only host sync
+        dt = time.perf_counter() - t0
+        rec = {'step': done, **m, 'images_per_s': n_img / dt}
+        if is_main:
+          files.append_jsonl(log_path, rec)
+        loss = np.mean(m['loss'])
+        bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{n_img / dt:.1f}')
+        t0, n_img = time.perf_counter(), 0
+      faults.point(f'stage{stage}:step{done}')
+      stop = request.requested() and request.signum
+      if done % config.ckpt_every == 0 or done == end or stop:
+        checkpoints.save(mgr, state, stage, data_state)
+        saved = done
+      bar.update(1)
+      if stop:
+        break
   bar.close()
   mgr.wait_until_finished()
   mgr.close()
+  if stop:
+    raise stops.Stopped(f'stopped at stage {stage} ({step_fn.net}) step {saved}; the same '
+                        'command resumes', stop)
   return state['params'], end == total
 
 
-def needs_textures(stage, config):
-  """Stage 3 always draws pseudo-anomalies; stages 1 and 2 when they restore."""
-  return stage == 3 or config[f'stage{stage}'].get('restore', False)
-
-
 def frozen_inputs(stage, params, config):
-  """What a stage's step reads but does not train (plus the pseudo-anomaly texture bank)."""
-  frozen = {}
-  if stage >= 2:
-    frozen['rcae'] = params['rcae']
-  if stage == 3:
-    frozen['dpn'] = params['dpn']
-  if needs_textures(stage, config):
+  """What a stage's step reads but does not train: the networks it declares it reads, and
+  the pseudo-anomaly texture bank when it draws pseudo-anomalies."""
+  spec = methods.stage(config, stage)
+  frozen = {net: params[net] for net in spec.reads}
+  group = spec.anomalies(config)
+  if group is not None:
     frozen['textures'] = jnp.asarray(anomalies.texture_bank(
         config.data.resolution, config.data.channels, seed=config.seed,
-        procedural=anomalies.group(config, stage).get('procedural', 0)))
+        procedural=config[group].get('procedural', 0)))
   return frozen
 
 
 def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   """Runs the configured stages in order (each resuming), then writes the model bundle."""
-  workdir = pathlib.Path(workdir)
+  with lock.hold(workdir, 'train'):
+    return _train(config, pathlib.Path(workdir), mesh, dataset, max_steps)
+
+
+def _train(config, workdir, mesh, dataset, max_steps):
   mesh = mesh or parallel.make_mesh()
   parallel.local_batch_size(config.batch_size, mesh)
   config_lib.check_workdir(workdir, config)
@@ -207,10 +213,13 @@ def train(config, workdir, mesh=None, dataset=None, max_steps=None):
     print(f'training {config.data.name}/{dataset.category}: {len(dataset.train)} train, '
           f'{len(dataset.val)} held-out normal images at {config.data.resolution}²; '
           f'{parallel.device_summary(mesh)}, global batch {config.batch_size}', flush=True)
+    if not len(dataset.val):
+      print(f'warning: no held-out normal images ({threshold.no_heldout_reason(config, dataset)})'
+            ': the run will have no decision threshold and no validation.json', flush=True)
   params = {}
   for stage in config.stages:
     frozen = frozen_inputs(stage, params, config)
-    params[model_lib.from_config(config).stage_nets[stage]], finished = train_stage(
+    params[methods.stage(config, stage).net], finished = train_stage(
         stage, config, workdir, dataset.train, frozen, mesh, max_steps)
     if not finished:
       return None  # stopped early, as an interrupted run would be

@@ -66,7 +66,7 @@ def test_drawing_one_at_a_time_gives_the_same_examples_in_less_memory(tmp_path):
   for mode in ('vmap', 'map'):
     config = tiny_config(tmp_path, 'data.resolution=64', f'anomaly.batching={mode}',
                          "anomaly.shapes=('patch','blob','line','curve','region')")
-    fn = jax.jit(lambda k, im, i, t, c=config: anomalies.synthesize_batch(k, im, i, t, c, 1))
+    fn = jax.jit(lambda k, im, i, t, c=config: anomalies.synthesize_batch(k, im, i, t, c, 'anomaly'))
     compiled = fn.lower(jax.random.PRNGKey(3), x, jnp.arange(8), bank).compile()
     out[mode] = compiled(jax.random.PRNGKey(3), x, jnp.arange(8), bank)
     temp[mode] = compiled.memory_analysis().temp_size_in_bytes
@@ -141,9 +141,9 @@ def test_texture_bank_with_procedural_textures():
 def test_the_crd_draws_from_crd_anomaly_without_its_holdout(tmp_path):
   config = tiny_config(tmp_path, "crd_anomaly.shapes=('patch','crack')",
                        "crd_anomaly.holdout=('crack',)", "anomaly.shapes=('blob',)")
-  assert anomalies.generator(config, 3)['shapes'] == ('patch',)
-  assert anomalies.generator(config, 1)['shapes'] == ('blob',)
-  assert anomalies.generator(config, 3)['fillers'] == tuple(config.crd_anomaly.fillers)
+  assert anomalies.generator(config, 'crd_anomaly')['shapes'] == ('patch',)
+  assert anomalies.generator(config, 'anomaly')['shapes'] == ('blob',)
+  assert anomalies.generator(config, 'crd_anomaly')['fillers'] == tuple(config.crd_anomaly.fillers)
   val = (np.random.default_rng(0).random((4, 32, 32, 3)) * 255).astype(np.uint8)
   config = config_lib.apply_overrides(config, ['data.resolution=32'])
   only, masks = validation.validation_set(config, val, families=('crack',))

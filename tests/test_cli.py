@@ -70,7 +70,9 @@ def test_predict_writes_maps_and_decisions(trained_run, tmp_path):
   idx = [ds.test_names.index(r['image']) for r in rows]
   expected = inference.run(config, params, ds.test[idx])['score']
   np.testing.assert_allclose([float(r['score']) for r in rows], expected, rtol=1e-4)
-  assert len(list((tmp_path / 'maps').glob('*.png'))) == len(rows)
+  # one map per input, its path mirroring the input's (rcae_jax/predict.py)
+  assert len(list((tmp_path / 'maps').rglob('*.png'))) == len(rows)
+  assert all((tmp_path / r['map']).is_file() for r in rows)
 
 
 def test_retrain_resumes_instead_of_starting_over(trained_run, capsys):
@@ -121,8 +123,9 @@ def test_a_failed_start_does_not_lock_the_workdir(tmp_path, capsys):
   assert '"builtin"' in (wd / 'config.json').read_text()
 
 
-def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path):
-  """`pip install .` ships experiments/: configs and presets by name, from another folder."""
+def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path, trained_run):
+  """`pip install .` ships experiments/: configs and presets by name, from another folder;
+  and a trained model loads and runs with the package alone (the schema is in it)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   site = tmp_path / 'site'
@@ -136,3 +139,13 @@ def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path):
                        capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout
   where, numbers = out.strip().splitlines()
   assert where == str(site / 'experiments') and numbers == '64 4'
+  shutil.rmtree(site / 'experiments')
+  code = ('import importlib.util, numpy as np; '
+          'from rcae_jax import checkpoints, inference; '
+          "assert importlib.util.find_spec('experiments') is None; "
+          f'config, params = checkpoints.load_bundle({str(trained_run)!r}); '
+          'x = np.zeros((2,) + (config.data.resolution,) * 2 + (config.data.channels,), np.uint8); '
+          "print(config.method, inference.run(config, params, x)['map'].shape)")
+  out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, text=True,
+                       capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout
+  assert out.strip().splitlines()[-1] == 'rcae (2, 16, 16)'

@@ -1,5 +1,6 @@
 """Configs: overrides, and bad keys or values refused with their names."""
 import json
+import subprocess
 
 import pytest
 
@@ -43,8 +44,9 @@ def test_overrides_apply(tmp_path):
     ('stage1.noise=-0.1', r'stage1.noise=-0.1 must be in \[0, 0.5\]'),
     ('stage2.region_weight=-1.0', 'stage2.region_weight must be >= 0'),
     ('model.skip_from=0', 'model.skip_from=0 must be >= 1'),
-    ('method=fae', r'method=fae trains one network in one stage: set stages=\(1,\)'),
-    ('score.source=fae', "score.source='fae' needs method=fae"),
+    # the stage rules come from the method's declaration (rcae_jax/methods/)
+    ('method=fae', r"stages=\(1, 2, 3\) must be an increasing tuple of method=fae's stages 1..1"),
+    ('score.source=fae', r"score.source='fae': method=rcae with stages=\(1, 2, 3\) scores by"),
     ('score.discrepancy=mse+psnr', r"score.discrepancy='mse\+psnr': unknown \['psnr'\]"),
     ("crd_anomaly.holdout=('star',)", r"crd_anomaly.holdout: \['star'\] not in"),
     ('crd_anomaly.edge=1.5', r'crd_anomaly.edge=1.5 must be a probability'),
@@ -64,7 +66,8 @@ def test_fae_config_takes_the_named_configs_data_and_budget():
   c = config_lib.load_config('fae:mtd:cpu')
   assert (c.method, c.stages, c.data.name, c.data.resolution, c.batch_size) == (
       'fae', (1,), 'mtd', mtd.data.resolution, mtd.batch_size)
-  assert c.stage1.steps == mtd.stage1.steps + mtd.stage2.steps + mtd.stage3.steps
+  assert c.fae.steps == mtd.stage1.steps + mtd.stage2.steps + mtd.stage3.steps  # its own group
+  assert c.fae.lr == mtd.stage1.lr
   assert (c.stage1.restore, c.stage1.noise > 0, c.stage1.region_weight) == (True, True, 1.0)
 
 
@@ -108,3 +111,49 @@ def test_a_run_saved_before_the_new_crd_keeps_its_crd():
   assert c.crd_anomaly.visible == 0.0 and c.crd_anomaly.procedural == 0
   new = config_lib.saved(json.loads(config_lib.to_json(config_lib.load_config('tiny'))))
   assert new.model.crd_arch == 'unet' and new.crd_anomaly.edge > 0
+
+
+def test_same_run_ignores_bookkeeping_and_what_no_trained_stage_reads(tmp_path):
+  config = config_lib.load_config('tiny', ['stages=(1, 2)'])
+  (tmp_path / 'config.json').write_text(config_lib.to_json(config))
+  (tmp_path / 'stage1' / 'ckpt' / '50').mkdir(parents=True)  # a saved step
+  for bookkeeping in ('log_every=3', 'ckpt_every=7', 'eval_batch_size=4',
+                      f'data.cache_dir={tmp_path}', 'data.read_threads=1'):
+    config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config, [bookkeeping]))
+  # read only by stage 3, which this run does not train; an RcAE run's FAE keys
+  config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config, ['stage3.lr=0.5']))
+  config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config, ['fae.steps=7']))
+  for key in ('stage2.lr=0.5', 'model.depth=2', 'score.image=topk', 'stages=(1, 2, 3)'):
+    with pytest.raises(config_lib.ConfigError, match=key.split('=')[0]):
+      config_lib.check_workdir(tmp_path, config_lib.apply_overrides(config, [key]))
+
+
+def test_stage_reuse_counts_keys_no_stage_declares():
+  """A key nobody declares reading (added without a declaration) always counts: it can
+  never let a stage reuse a checkpoint computed with another value."""
+  a = config_lib.flat(config_lib.load_config('tiny'))
+  assert config_lib.same_run(a, {**a, 'stage3.lr': 0.5}, for_stage=1)
+  assert not config_lib.same_run(a, {**a, 'model.new_knob': 1}, for_stage=1)
+  assert not config_lib.same_run(a, {**a, 'model.new_knob': 1})
+  assert config_lib.run_diff(a, {**a, 'method': 'fae'}) == ['method']
+
+
+def test_a_fae_run_saved_with_stage1_settings_loads_them_into_its_group():
+  old = json.loads(config_lib.to_json(config_lib.load_config('fae:tiny')))
+  for key in ('steps', 'lr', 'noise', 'schedule'):
+    del old['fae'][key]
+  old['stage1'].update(steps=123, lr=0.25, noise=0.02, schedule='cosine')
+  c = config_lib.saved(old)
+  assert (c.fae.steps, c.fae.lr, c.fae.noise, c.fae.schedule) == (123, 0.25, 0.02, 'cosine')
+
+
+def test_env_json_records_the_code(tmp_path):
+  from rcae_jax import runinfo  # pylint: disable=g-import-not-at-top
+  runinfo.write_run_files(tmp_path, config_lib.load_config('tiny'))
+  code = json.loads((tmp_path / 'env.json').read_text())['code']
+  assert set(code) == {'commit', 'dirty', 'version'}
+  if (ROOT / '.git').exists():
+    head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert code['commit'] == head and isinstance(code['dirty'], bool)
+    assert runinfo.describe(code).startswith(f'commit {head[:10]}')

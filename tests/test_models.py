@@ -21,7 +21,7 @@ def x():
 @pytest.mark.parametrize('recursion', ['depth', 'iterate'])
 def test_shapes(tmp_path, x, recursion):
   config = tiny_config(tmp_path, f'model.recursion={recursion}')
-  params = model_lib.from_config(config).init_all(jax.random.PRNGKey(0))
+  params = model_lib.init_all(config, jax.random.PRNGKey(0))
   out = inference.make_inference(config, with_sequences=True)(params, x)
   n = config.model.depth
   chex.assert_shape(out['recon'], (n, 2, 16, 16, 3))
@@ -121,7 +121,7 @@ def test_reflect_padding_has_no_border_response(tmp_path):
   for padding in ('reflect', 'zeros'):
     config = tiny_config(tmp_path, f'model.padding={padding}', 'score.sigma=0.0',
                          'model.groups=0')
-    params = model_lib.from_config(config).init_all(jax.random.PRNGKey(0))
+    params = model_lib.init_all(config, jax.random.PRNGKey(0))
     out = inference.make_inference(config, with_sequences=True)(params, x)
     flat[padding] = [float(jnp.ptp(out['recon'], axis=(2, 3)).max()),  # over (h, w)
                      float(jnp.ptp(out['map'], axis=(1, 2)).max())]
@@ -165,9 +165,8 @@ def test_discrepancies_against_references():
 def test_fae_unet_shapes_and_one_stage(tmp_path, x):
   config = tiny_config(tmp_path, 'method=fae', 'stages=(1,)', 'fae.features=8', 'fae.levels=3',
                        'model.padding=reflect', 'score.smoothing=mean', 'score.image=sum')
-  model = model_lib.from_config(config)
-  assert model.stage_nets == {1: 'fae'}
-  params = model.init_all(jax.random.PRNGKey(0))
+  assert model_lib.stage_nets(config) == {1: 'fae'}
+  params = model_lib.init_all(config, jax.random.PRNGKey(0))
   out = inference.make_inference(config, with_sequences=True)(params, x)
   chex.assert_shape(out['recon'], (1, 2, 16, 16, 3))
   chex.assert_shape(out['map'], (2, 16, 16))

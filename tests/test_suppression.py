@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import tiny_config
-from rcae_jax import anomalies, evaluators, files, losses, suppression
+from rcae_jax import anomalies, evaluators, files, losses, methods, suppression
 from rcae_jax import model as model_lib
 from rcae_jax.evaluators import validation
 
@@ -127,12 +127,12 @@ def test_border_share_counts_maxima_near_the_edge():
 def test_fae_noise_is_the_same_on_input_and_target(tmp_path):
   """FAE's objective: outside the corruption its input equals its (noisy) target, the noise
   is really there, and inside the mask the target is the clean image plus that noise."""
-  config = tiny_config(tmp_path, 'method=fae', 'stages=(1,)', 'stage1.noise=0.04',
+  config = tiny_config(tmp_path, 'method=fae', 'stages=(1,)', 'fae.noise=0.04',
                        'anomaly.min_opacity=1.0')
   images = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3), minval=0.2, maxval=0.8)
   bank = jnp.asarray(anomalies.texture_bank(16, 3, seed=0))
   inp, tgt, mask = anomalies.restoration_pair(jax.random.PRNGKey(1), images, jnp.arange(4),
-                                              bank, config, config.stage1)
+                                              bank, config, config.fae)
   outside = np.asarray(mask[..., 0]) == 0
   assert outside.any() and (~outside).any()
   np.testing.assert_allclose(np.asarray(inp)[outside], np.asarray(tgt)[outside], atol=1e-6)
@@ -141,11 +141,11 @@ def test_fae_noise_is_the_same_on_input_and_target(tmp_path):
   # the objective restores exactly such a pair: with an identity network its loss is the
   # region-balanced error of the noisy corrupted input against the noisy clean target
   identity = types.SimpleNamespace(reconstruct=lambda params, x: x)
-  objective = losses.stage_objective(1, identity, config)
+  objective = methods.stage(config, 1).objective(identity, config)
   rng = jax.random.PRNGKey(5)
   loss, _ = objective(None, {'textures': bank}, {'image': images, 'index': jnp.arange(4)}, rng)
   i2, t2, m2 = anomalies.restoration_pair(jax.random.fold_in(rng, 2), images, jnp.arange(4),
-                                          bank, config, config.stage1)
+                                          bank, config, config.fae)
   expected = losses.region_balanced_l1(t2, i2, m2, 1.0, config.grad_weight)
   assert float(expected) > 0.01
   np.testing.assert_allclose(loss, expected, rtol=1e-6)

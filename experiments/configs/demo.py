@@ -1,5 +1,5 @@
 """Demo config: the built-in textures at 64², N = 3; about 10 minutes on 2 CPU cores."""
-from experiments.configs import base
+from rcae_jax import base_config as base
 
 
 def get_config():

@@ -11,23 +11,14 @@ padding`). The CRD takes the base config's detector (U-Net CRD, its own pseudo-a
 `crd_anomaly.*`), chosen on validation by `sweep detector` (README). Measured at 128² on one
 H100: README, "MTD at 128²".
 """
-from experiments.configs import base
+from rcae_jax import base_config as base
+
+ARGS = ('', 'cpu')  # '' = 128² (one GPU), 'cpu' = the 2-core CPU budget
 
 # The `crd_anomaly` settings `mtd.py:cpu` copies into `anomaly` (what stages 1-2 restore).
 # `holdout` is not among them: a `generalisation` run's stages 1-2 still restore the
 # families its CRD never sees labelled.
 RESTORED_FAMILIES = ('shapes', 'fillers', 'min_opacity', 'edge', 'visible', 'procedural')
-# What `mtd.py:cpu`'s stages 1-2 restored before that (the base `anomaly`: opaque pasted
-# shapes away from the border). Sweep presets measured then name it, so they still rerun
-# what they measured.
-PASTED_SHAPES = [
-    "anomaly.shapes=('patch','blob','line','curve')",
-    "anomaly.fillers=('color','copy','other','texture','noise')",
-    'anomaly.min_opacity=0.5', 'anomaly.edge=0.0', 'anomaly.visible=0.0',
-    'anomaly.procedural=0',
-]
-# How `mtd.py:cpu`'s RcAE and DPN padded before reflect padding was chosen (`sweep padding`).
-ZERO_PADDED = ['model.padding=zeros']
 
 
 def get_config(arg=''):

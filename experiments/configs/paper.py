@@ -1,5 +1,5 @@
 """The paper's setting: 1024², N = 5, Adam 1e-4, 1500/400/300 epochs."""
-from experiments.configs import base
+from rcae_jax import base_config as base
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """Tiny config for tests and CI: 32² images, N = 3, a few hundred steps on 2 CPU cores."""
-from experiments.configs import base
+from rcae_jax import base_config as base
 
 
 def get_config():

@@ -56,6 +56,11 @@ def _scratch(rng, crop):
 def build(root, n_train=80, n_test_good=20, n_test_bad=20, size=128, seed=0):
   """Writes <root>/<texture>/{train/good,test/{good,texture,scratch},ground_truth/...}."""
   root = pathlib.Path(root)
+  with files.exclusive(root / '.building'):  # a second process waits, then finds it built
+    return _build(root, n_train, n_test_good, n_test_bad, size, seed)
+
+
+def _build(root, n_train, n_test_good, n_test_bad, size, seed):
   stamp = root / 'BUILT.json'
   spec = dict(version=VERSION, n_train=n_train, n_test_good=n_test_good,
               n_test_bad=n_test_bad, size=size, seed=seed)

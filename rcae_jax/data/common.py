@@ -7,7 +7,7 @@ import os
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.JPG', '.PNG')
 
@@ -57,25 +57,60 @@ def _open(path):
   try:
     im = Image.open(path)
     im.load()  # decode now: a truncated file fails here, not later
-    return im
+    return _decoded(im, path)
   except FileNotFoundError:
     raise DataError(f'{path}: file does not exist') from None
+  except Image.DecompressionBombError as e:
+    raise DataError(f'{path}: image too large to decode safely ({e})') from None
   except (OSError, SyntaxError, ValueError) as e:
+    if isinstance(e, DataError):
+      raise
     raise DataError(f'{path}: unreadable or truncated image ({e})') from None
 
 
+HIGH_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def _decoded(im, path):
+  """A decoded image in a mode PIL converts without loss of meaning: EXIF orientation applied
+  (cameras store portrait shots rotated); 16-bit grey levels scaled to 8 bits over the full
+  16-bit range (v / 257: 65535 -> 255, so an image keeps its brightness relative to the
+  sensor's range, not stretched per image); 32-bit float images must lie in [0, 1] (x 255).
+  PIL's own conversion clips 16-bit values to 255 and floats to [0, 255]: a silent constant
+  image."""
+  im = ImageOps.exif_transpose(im)
+  if im.mode in HIGH_BIT:
+    arr = np.asarray(im).astype(np.int64)
+    if arr.min() < 0 or arr.max() > 65535:
+      raise DataError(f'{path}: 32-bit integer image with values {arr.min()}..{arr.max()} '
+                      'outside the 16-bit range 0..65535; save it as 8- or 16-bit')
+    return Image.fromarray(np.round(arr / 257.0).astype(np.uint8), 'L')
+  if im.mode == 'F':
+    arr = np.asarray(im, np.float64)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not np.isfinite(arr).all() or lo < 0 or hi > 1:
+      raise DataError(f'{path}: 32-bit float image with values in [{lo:.4g}, {hi:.4g}]; float '
+                      'images must lie in [0, 1] (or save it as 8- or 16-bit)')
+    return Image.fromarray(np.round(arr * 255.0).astype(np.uint8), 'L')
+  return im
+
+
 def read_image(path, resolution, channels):
-  """-> uint8 (resolution, resolution, channels); grayscale is widened to 3 when asked."""
+  """-> uint8 (resolution, resolution, channels), or at the file's own size when resolution
+  is None; any mode `_decoded` accepts: palette and LA/RGBA/CMYK through PIL (alpha dropped),
+  grayscale widened to 3 channels when asked, colour to luma for 1."""
   im = _open(path).convert('L' if channels == 1 else 'RGB')
-  im = im.resize((resolution, resolution), Image.BILINEAR)
+  if resolution is not None:
+    im = im.resize((resolution, resolution), Image.BILINEAR)
   arr = np.asarray(im, np.uint8)
   return arr[..., None] if channels == 1 else arr
 
 
 def read_mask(path, image_path, resolution, mask_min=1):
-  """-> bool (resolution, resolution): binarised at full size (>= mask_min), then resized."""
+  """-> bool (resolution, resolution): binarised at full size (>= mask_min, on the 8-bit
+  scale `_decoded` gives), then resized."""
   im = _open(path).convert('L')
-  size = Image.open(image_path).size
+  size = ImageOps.exif_transpose(Image.open(image_path)).size
   if im.size != size:
     raise DataError(f'{path}: mask size {im.size} does not match its image '
                     f'{image_path} size {size}')

@@ -39,7 +39,7 @@ def run(ctx, n=None):
                                   ds.test_masks[typical], maps_t, scores[typical], titles,
                                   vmax=float(np.quantile(maps_t, 0.999)),
                                   labels=labels[typical]))
-  for j, i in enumerate(pick[:4]):
+  for j, i in enumerate(pick[:4] if 'recon' in seq else []):  # a method may have none
     paths.append(figures.sequence_strip(
         eval_dir / f'sequence_{j}.png', ds.test[i], seq['recon'][:, j],
         seq['enhanced'][:, j] if 'enhanced' in seq else None, names[j]))

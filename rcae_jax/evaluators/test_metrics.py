@@ -1,8 +1,10 @@
 """The field's metrics on the test set (I-AUROC, P-AUROC, AUPRO, F1-max, pixel AP), for the
 category and per defect type: eval/metrics.json and eval/metrics.md."""
+import pathlib
+
 import numpy as np
 
-from rcae_jax import files, metrics, tables
+from rcae_jax import files, metrics, runinfo, tables
 
 
 def per_defect(scores, maps, labels, masks, defects):
@@ -85,7 +87,7 @@ def run(ctx):
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
             'per_defect': {ds.category: defects},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum()),
-            'empty_masks': empty}
+            'empty_masks': empty, 'code': code_of(ctx.workdir)}
   if ctx.results.get('validation'):
     result['validation'] = ctx.results['validation']['metrics']
   if ctx.is_main:
@@ -100,5 +102,15 @@ def run(ctx):
       table += (f"\n\n{empty['n']} of {result['n_anomalous']} defective test images ({kinds}) "
                 f"have no mask pixel left at {empty['resolution']}²: they count for the image "
                 'metrics, not the pixel metrics.')
+    code = result['code']
+    table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
+              f"{runinfo.describe(code['evaluated'])}.")
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
   return result
+
+
+def code_of(workdir):
+  """{'trained': the code that trained the run (its env.json), 'evaluated': this code}."""
+  env = pathlib.Path(workdir) / 'env.json'
+  trained = files.read_json(env).get('code') if env.exists() else None
+  return {'trained': trained, 'evaluated': runinfo.code_version()}

@@ -12,8 +12,7 @@ def run(ctx):
   path = ctx.workdir / 'calibration.json'
   val_images = ctx.dataset.val
   if not len(val_images):
-    info = {'threshold': None, 'n_val': 0,
-            'why': 'data.val_fraction = 0: no held-out normal images'}
+    info = {'threshold': None, 'n_val': 0, 'why': no_heldout_reason(ctx.config, ctx.dataset)}
   else:
     scores = ctx.scores('val', val_images)
     q = ctx.config.score.threshold_quantile
@@ -23,6 +22,17 @@ def run(ctx):
   if ctx.write and ctx.is_main:
     files.write_json(path, info)
   return info
+
+
+def no_heldout_reason(config, dataset):
+  """Why a run has no held-out normal images, and how to get some."""
+  vf = config.data.val_fraction
+  if vf == 0:
+    return 'data.val_fraction = 0: no held-out normal images; set it > 0 (e.g. 0.1)'
+  n = len(dataset.train) + len(dataset.val)
+  return (f'only {n} normal training image{"s" if n != 1 else ""}: data.val_fraction={vf} '
+          f'holds out none (a held-out set needs at least 2 training images, and a threshold '
+          f'a few held-out ones); add normal images to the training folder')
 
 
 def load(workdir):

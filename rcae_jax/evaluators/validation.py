@@ -5,7 +5,7 @@ defect survives in R_n and D_n (`rcae_jax.suppression`), and where normal maps p
 import jax
 import numpy as np
 
-from rcae_jax import anomalies, files, inference, metrics, suppression
+from rcae_jax import anomalies, files, inference, methods, metrics, suppression
 from rcae_jax import config as config_lib
 
 BORDER_PX = 8  # "near the border" for border_share
@@ -113,22 +113,23 @@ def run(ctx):
   val_images, config = ctx.dataset.val, ctx.config
   if not len(val_images):
     return None
-  src = recon_source(config)
-  rec_cfg = config_lib.apply_overrides(config, [f'score.source={src}'])
-  shared = config_lib.score_source(config) == src  # one computation serves both
+  src = recon_source(config)  # None: the method has no reconstruction to score
+  rec_cfg = src and config_lib.apply_overrides(config, [f'score.source={src}'])
+  shared = src is not None and config_lib.score_source(config) == src  # one pass serves both
   choices = {name: config_lib.apply_overrides(config, ov) for name, ov in SCORE_CHOICES.items()}
   n, bits = 2 * len(val_images), config.get('eval_pixel_bits', 0)
   detector, recon = _Scored(n, bits), _Scored(n, bits)
   chosen = {name: _Scored(n, bits) for name in choices}
   supp = {'R': None, 'D': None}
   for idx, images, masks, clean in validation_batches(config, val_images, config.data.seed):
-    out = inference.run(rec_cfg, ctx.params, images, with_sequences=True)
-    x, c = images.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
-    untouched = (images == clean).all(-1)
-    for name, key in (('R', 'recon'), ('D', 'enhanced')):
-      if key in out:
-        supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
-    recon.add(idx, out, masks)
+    if rec_cfg:
+      out = inference.run(rec_cfg, ctx.params, images, with_sequences=True)
+      x, c = images.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
+      untouched = (images == clean).all(-1)
+      for name, key in (('R', 'recon'), ('D', 'enhanced')):
+        if key in out:
+          supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
+      recon.add(idx, out, masks)
     det = out if shared else inference.run(config, ctx.params, images, with_sequences='raw')
     detector.add(idx, det, masks)
     for name, cfg in choices.items():
@@ -139,13 +140,14 @@ def run(ctx):
       m = suppression.finish(total)
       entry[f'residual_{name}'] = m['residual']
       entry[f'normal_error_{name}'] = m['normal_error']
-  entry.update({f'recon_{m}': v for m, v in recon.metrics().items() if m != 'bounds'})
+  if rec_cfg:
+    entry.update({f'recon_{m}': v for m, v in recon.metrics().items() if m != 'bounds'})
   info = {'n_images': n, 'metrics': detector.metrics(), 'suppression': entry,
           'border_share': detector.border_share(), 'border_px': BORDER_PX,
           'border_share_uniform': uniform_border_share(config.data.resolution),
           'score_choices': {name: {**_plain(sc.metrics()), 'border_share': sc.border_share()}
                             for name, sc in chosen.items()}}
-  holdout = tuple(config.crd_anomaly.holdout) if 3 in config.stages else ()
+  holdout = methods.holdout(config)
   if holdout:
     held = _Scored(n, bits)
     for idx, images, masks, _ in validation_batches(config, val_images, config.data.seed,
@@ -192,8 +194,6 @@ def border_share(normal_maps, width=BORDER_PX):
 
 
 def recon_source(config):
-  """The reconstruction a no-CRD detector scores: D_n when a DPN is trained, else R_n
-  (FAE: its one restoration)."""
-  if config_lib.method(config) == 'fae':
-    return 'fae'
-  return 'dpn' if 2 in config.stages else 'rcae'
+  """The reconstruction a no-CRD detector scores (`methods.recon_source`: RcAE's D_n when
+  a DPN is trained, else R_n; FAE's one restoration)."""
+  return methods.recon_source(config)

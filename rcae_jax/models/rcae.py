@@ -8,9 +8,13 @@ sequence costs N calls of D instead of N(N+1)/2.
 Iterate mode: R_n = AE(R_{n-1}), R_0 = x, with AE a full encode-decode pass of
 `iterate_levels` steps; a fixed-shape recursion that runs in `jax.lax.scan`.
 
-`sequence` and `at_depth` (the functions at the end) are the recursion in both modes, as pure
-functions of (module, params, x): everything else calls them.
+`RECURSIONS` (at the end) is the one table of modes; `sequence` and `at_depth` dispatch on it,
+as pure functions of (module, params, x): everything else calls them. A new mode is one
+entry there (docs/extending.md).
 """
+import dataclasses
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -132,20 +136,53 @@ class RcAE(nn.Module):
     return self.sequence(x) if self.recursion == 'depth' else self.autoencode(x)
 
 
-def sequence(module, params, x):
-  """R_1 ... R_N: (N, B, H, W, C). Iterate mode scans the shared AE pass: R_n = AE(R_{n-1})."""
-  if module.recursion == 'depth':
-    return module.apply(params, x, method='sequence')
+def _depth_sequence(module, params, x):
+  return module.apply(params, x, method='sequence')
+
+
+def _depth_at(module, params, x, n):
+  return module.apply(params, x, n, method='reconstruct')
+
+
+def _iterate_sequence(module, params, x):
   step = lambda r, _: (module.apply(params, r, method='autoencode'),) * 2
   return jax.lax.scan(step, x.astype(jnp.float32), None, length=module.depth)[1]
 
 
+def _iterate_at(module, params, x, n):
+  step = lambda r, _: (module.apply(params, r, method='autoencode'), None)
+  return jax.lax.scan(step, x.astype(jnp.float32), None, length=n)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recursion:
+  """A recursion scheme: sequence(module, params, x) -> R_1..R_N (N, B, H, W, C);
+  at_depth(module, params, x, n) -> R_n for a static n (stage 1's training path);
+  init_method: the module method `init` traces; levels(model_config): how many times the
+  scheme halves the image (the sizes it accepts follow)."""
+  sequence: Callable
+  at_depth: Callable
+  init_method: str
+  levels: Callable
+
+
+# The recursion modes (`model.recursion`): depth, the paper's R_n = head(D^n(E^n(stem(x))));
+# iterate, R_n = AE(R_{n-1}) with a fixed-shape AE pass in lax.scan.
+RECURSIONS = {
+    'depth': Recursion(_depth_sequence, _depth_at, 'sequence', lambda m: m.depth),
+    'iterate': Recursion(_iterate_sequence, _iterate_at, 'autoencode',
+                         lambda m: m.iterate_levels),
+}
+
+
+def sequence(module, params, x):
+  """R_1 ... R_N: (N, B, H, W, C) in the module's recursion mode."""
+  return RECURSIONS[module.recursion].sequence(module, params, x)
+
+
 def at_depth(module, params, x, n):
   """R_n for a static depth n in 1..N (what stage 1 trains): only the n levels it needs."""
-  if module.recursion == 'iterate':
-    step = lambda r, _: (module.apply(params, r, method='autoencode'), None)
-    return jax.lax.scan(step, x.astype(jnp.float32), None, length=n)[0]
-  return module.apply(params, x, n, method='reconstruct')
+  return RECURSIONS[module.recursion].at_depth(module, params, x, n)
 
 
 def from_config(config):
