@@ -182,6 +182,9 @@ def _results(run_dir, validation_only):
   if 'recon_image_auroc' in supp:
     out['val_recon_image_auroc'] = supp['recon_image_auroc']
     out['val_recon_pixel_auroc'] = supp['recon_pixel_auroc']
+  if 'normal_gap' in val:
+    out['val_gap_ratio_p99'] = val['normal_gap']['ratio_p99']
+    out['val_gap_ks'] = val['normal_gap']['ks']
   if 'holdout' in val:
     out['val_holdout_image_auroc'] = val['holdout']['metrics']['image_auroc']
     out['val_holdout_aupro'] = val['holdout']['metrics']['aupro']
@@ -215,19 +218,19 @@ def _seed_means(rows, columns):
   return out
 
 
-def _cell(values, scale=1):
+def _cell(values, scale=1, digits=1):
   """'61.4' for one value, '61.4 ± 1.2' (std over seeds) for several, '–' for none."""
   if not len(values):
     return '–'
   v = np.asarray(values) * scale
-  return f'{v.mean():.1f}' + (f' ± {v.std():.1f}' if len(v) > 1 else '')
+  return f'{v.mean():.{digits}f}' + (f' ± {v.std():.{digits}f}' if len(v) > 1 else '')
 
 
 SUPPRESSION_COLUMNS = ('val_residual_R_first', 'val_residual_R_last', 'val_residual_D_last',
                        'val_normal_error_R_last', 'val_normal_error_D_last',
                        'val_recon_image_auroc', 'val_recon_pixel_auroc')
-CHOICE_COLUMNS = ('val_image_auroc', 'val_aupro', 'val_border_share', 'val_holdout_image_auroc',
-                  'val_holdout_aupro',
+CHOICE_COLUMNS = ('val_image_auroc', 'val_aupro', 'val_border_share', 'val_gap_ratio_p99',
+                  'val_gap_ks', 'val_holdout_image_auroc', 'val_holdout_aupro',
                   *[f'val_score{i}_image_auroc' for i in range(len(validation.SCORE_CHOICES))])
 
 
@@ -265,7 +268,8 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
     main_rows.append([v, *cells, *[_cell(by_seed.get(m, [])) for m in metrics.METRICS]])
     supp_rows.append([v, *[_cell(by_seed.get(m, []), scale=1 if 'auroc' in m else 100)
                            for m in SUPPRESSION_COLUMNS]])
-    choice_rows.append([v, *[_cell(by_seed.get(m, []), scale=100 if 'border' in m else 1)
+    choice_rows.append([v, *[_cell(by_seed.get(m, []), scale=100 if 'border' in m else 1,
+                                   digits=2 if 'gap' in m else 1)
                              for m in CHOICE_COLUMNS]])
   lines = [f'# {preset["title"]}', '', _code_line(rows), '',
            f'{what}: I-AUROC / P-AUROC / AUPRO in percent, per category and the mean over '
@@ -279,10 +283,13 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
                             'normal error R_N', 'normal error D_N', 'recon val I-AUROC',
                             'recon val P-AUROC'], supp_rows), '',
            'Validation, for choosing (never the test set): the detector\'s I-AUROC and AUPRO, '
-           'the share (%) of normal maps peaking within 8 px of the border, the same metrics '
+           'the share (%) of normal maps peaking within 8 px of the border, the normal gap '
+           '(held-out / training normals\' 99th-percentile image score, and the KS statistic of '
+           'the two score sets: 1 and 0 when the detector judges both alike), the same metrics '
            'on the pseudo-anomaly families the CRD never saw (`crd_anomaly.holdout`; – when '
            'none), and I-AUROC under each image score / smoothing:', '',
            tables.markdown(['variant', 'val I-AUROC', 'val AUPRO', 'border share %',
+                            'normal gap p99 ratio', 'normal gap KS',
                             'held-out families I-AUROC', 'held-out families AUPRO',
                             *[f'I-AUROC, {name}' for name in validation.SCORE_CHOICES]],
                            choice_rows)]

@@ -4,6 +4,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from rcae_jax import anomalies, evaluators, files, losses, methods, suppression
@@ -149,3 +150,26 @@ def test_fae_noise_is_the_same_on_input_and_target(tmp_path):
   expected = losses.region_balanced_l1(t2, i2, m2, 1.0, config.grad_weight)
   assert float(expected) > 0.01
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_normal_gap_known_answers():
+  rng = np.random.default_rng(0)
+  a = rng.random(200)
+  same = validation.gap(a, a * 2, a.copy(), a * 2)
+  assert same['ks'] == 0 and same['ratio_p99'] == 1
+  assert all(v == pytest.approx(1) for v in same['ratio'].values())
+  # disjoint sets: KS 1; 0..999 against 500..1499: the ECDFs differ by at most 500/1000
+  assert validation.gap(a, a, a + 2, a)['ks'] == 1
+  grid = np.arange(1000.0) + 1
+  assert validation.gap(grid, grid, grid + 500, grid)['ks'] == 0.5
+  doubled = validation.gap(a, a, 2 * a, 3 * a)
+  assert doubled['ratio_p99'] == pytest.approx(2) and doubled['ratio']['map_p99_median'] == (
+      pytest.approx(3))
+  assert doubled['train']['n'] == doubled['heldout']['n'] == 200
+
+
+def test_every_run_writes_its_normal_gap(trained_run):
+  gap = files.read_json(trained_run / 'validation.json')['normal_gap']
+  assert gap['train']['n'] > gap['heldout']['n'] > 0  # every training normal, the held-out ones
+  assert 0 <= gap['ks'] <= 1 and gap['ratio_p99'] > 0
+  assert gap['ratio_p99'] == pytest.approx(gap['heldout']['score_p99'] / gap['train']['score_p99'])

@@ -4,6 +4,7 @@ defect survives in R_n and D_n (`rcae_jax.suppression`), and where normal maps p
 
 import jax
 import numpy as np
+import scipy.stats
 
 from rcae_jax import anomalies, files, inference, methods, metrics, suppression
 from rcae_jax import config as config_lib
@@ -147,6 +148,7 @@ def run(ctx):
           'border_share_uniform': uniform_border_share(config.data.resolution),
           'score_choices': {name: {**_plain(sc.metrics()), 'border_share': sc.border_share()}
                             for name, sc in chosen.items()}}
+  info['normal_gap'] = normal_gap(ctx)
   holdout = methods.holdout(config)
   if holdout:
     held = _Scored(n, bits)
@@ -162,6 +164,47 @@ def run(ctx):
       print(f'validation on the held-out families {holdout} only: ' + ', '.join(
           f'{k} {info["holdout"]["metrics"][k]:.1f}' for k in metrics.METRICS), flush=True)
   return info
+
+
+MAX_GAP_TRAIN = 512  # training normals scored for normal_gap (evenly spaced beyond this)
+
+
+def _set_stats(scores, map_p99):
+  return {'n': int(len(scores)), 'score_median': float(np.median(scores)),
+          'score_p99': float(np.percentile(scores, 99)),
+          'map_p99_median': float(np.median(map_p99)),
+          'map_p99_p99': float(np.percentile(map_p99, 99))}
+
+
+def gap(train_scores, train_map_p99, held_scores, held_map_p99):
+  """How differently the model judges normal images it trained on and held-out ones:
+  {'train', 'heldout'}: median and 99th percentile of the image scores and of the per-image
+  map 99th percentiles; 'ratio': each held-out / train; 'ratio_p99': that of the image
+  scores' 99th percentile; 'ks': the two-sample Kolmogorov-Smirnov statistic of the image
+  scores (0: one distribution; 1: no overlap). A detector that judges an unseen normal image
+  as it judges its training images has ratios near 1 and a small KS."""
+  train, held = _set_stats(train_scores, train_map_p99), _set_stats(held_scores, held_map_p99)
+  ratio = {k: held[k] / train[k] if train[k] else float('inf') for k in train if k != 'n'}
+  ks = float(scipy.stats.ks_2samp(np.asarray(train_scores), np.asarray(held_scores)).statistic)
+  return {'train': train, 'heldout': held, 'ratio': ratio, 'ratio_p99': ratio['score_p99'],
+          'ks': ks}
+
+
+def _scores_and_p99(ctx, images):
+  scores, p99 = np.empty(len(images)), np.empty(len(images))
+  for idx, out in ctx.stream(images):
+    scores[idx] = out['score']
+    p99[idx] = np.percentile(out['map'].reshape(len(idx), -1), 99, axis=1)
+  return scores, p99
+
+
+def normal_gap(ctx):
+  """`gap` between the training normals (up to MAX_GAP_TRAIN, evenly spaced) and the
+  held-out normals, scored by the run's detector."""
+  train = ctx.dataset.train
+  pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), MAX_GAP_TRAIN)).astype(int))
+  return gap(*_scores_and_p99(ctx, np.asarray(train[pick])),
+             *_scores_and_p99(ctx, ctx.dataset.val))
 
 
 def _plain(m):
