@@ -1,4 +1,4 @@
-"""Command line: python -m rcae_jax {prepare,train,evaluate,predict,demo,bench,sweep,dynamics} ..."""
+"""Command line: python -m rcae_jax {prepare,train,evaluate,predict,export,demo,bench,sweep,dynamics} ..."""
 import argparse
 import os
 import pathlib
@@ -43,6 +43,12 @@ def _parser():
   p.add_argument('--workdir', required=True)
   p.add_argument('inputs', nargs='+')
   p.add_argument('--out', default=None)
+  p = sub.add_parser('export', help='a finished run as StableHLO (+ ONNX) with a loader that '
+                     'needs only jax and numpy')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--out', required=True)
+  p.add_argument('--onnx-batch', type=int, nargs='*', default=[1],
+                 help='batch sizes of the ONNX files (ONNX batches are fixed; none: no ONNX)')
   p = sub.add_parser('demo', help='built-in textures: data, train, evaluate (minutes on CPU)')
   p.add_argument('--workdir', default='runs/demo')
   p.add_argument('--category', default='brick')
@@ -64,6 +70,11 @@ def _parser():
                  help='compile and report XLA\'s memory accounting and FLOPs, run nothing '
                       '(programs too large or slow to run on this machine)')
   p.add_argument('--peak-tflops', type=float, default=None, help='override the peak table')
+  p.add_argument('--peak-matmul', type=int, default=2048,
+                 help='CPU: n of the n×n matmuls that measure this machine\'s peak in the same '
+                      'run (0: skip)')
+  p.add_argument('--peak-copy-mib', type=int, default=256,
+                 help='CPU: MiB copied to measure the memory bandwidth')
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p.add_argument('--out', required=True)
   p = sub.add_parser('sweep', help='run a preset of ablation variants and tabulate them')
@@ -109,13 +120,13 @@ def main(argv=None):
 def _run(args):
   from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if args.cmd == 'train':
-    from rcae_jax import parallel, train  # pylint: disable=g-import-not-at-top
+    from rcae_jax import api, parallel  # pylint: disable=g-import-not-at-top
     if args.coordinator and (args.num_processes is None or args.process_id is None):
       raise config_lib.ConfigError('--coordinator needs --num-processes and --process-id')
     parallel.maybe_initialize_distributed(args.distributed, args.coordinator,
                                           args.num_processes, args.process_id)
-    config = config_lib.load_config(args.config, _data_overrides(args) + args.set)
-    done = train.train(config, args.workdir)
+    done = api.train(args.config, workdir=args.workdir,
+                     overrides=_data_overrides(args) + args.set)
     print(f'done: model bundle in {args.workdir}/model' if done is not None else 'stopped')
   elif args.cmd == 'prepare':
     from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -125,13 +136,21 @@ def _run(args):
     print(f'prepared {path} ({size / 2 ** 20:.1f} MiB); train from it with '
           '--set data.source=prepared')
   elif args.cmd == 'evaluate':
-    from rcae_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate(args.workdir, _data_overrides(args))
+    from rcae_jax import api  # pylint: disable=g-import-not-at-top
+    api.evaluate(args.workdir, overrides=_data_overrides(args))
     print((pathlib.Path(args.workdir) / 'eval' / 'metrics.md').read_text())
     print(f'wrote {args.workdir}/eval/ (metrics.json, metrics.md, heatmaps.png, sequence_*.png)')
   elif args.cmd == 'predict':
     from rcae_jax import predict  # pylint: disable=g-import-not-at-top
     predict.predict(args.workdir, args.inputs, args.out)
+  elif args.cmd == 'export':
+    from rcae_jax import exporting  # pylint: disable=g-import-not-at-top
+    meta = exporting.export(args.workdir, args.out, tuple(args.onnx_batch))
+    onnx = '; '.join(f'ONNX batch {n}: ' + (r.get('file') or r['error'])
+                     for n, r in meta['onnx'].items())
+    print(f'exported {args.workdir} to {args.out} (detector.stablehlo, params.npz, '
+          f'rcae_detector.py{"; " + onnx if onnx else ""}); check it with python '
+          f'{args.out}/rcae_detector.py {args.out}')
   elif args.cmd == 'demo':
     from rcae_jax import demo  # pylint: disable=g-import-not-at-top
     demo.run(args.workdir, args.category, args.set)

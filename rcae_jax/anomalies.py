@@ -394,7 +394,7 @@ def restoration_pair(key, images, indices, textures, config, stage_config, group
   if stage_config.restore:
     if textures is None:
       raise ValueError('a restoring stage draws pseudo-anomalies and needs the texture bank: '
-                       'pass train.frozen_inputs(stage, params, config) as its frozen inputs')
+                       'pass training.frozen_inputs(stage, params, config) as its frozen inputs')
     inputs, mask = synthesize_batch(jax.random.fold_in(key, 0), images, indices, textures,
                                     config, group)
   inputs, targets = identity_noise(jax.random.fold_in(key, 1), inputs, images, indices,

@@ -6,13 +6,13 @@ CRD's high values near the border are 1.2-1.6x the interior's on its training no
 1.6-2.3x on held-out normals (`experiments/border_profile.py`). Flips show every border on
 every side. Off by default: flipping is only normal where the product is symmetric in what
 is normal (a transistor's leads are not; on MTD, `stage3.flip=hv` cost 5 test I-AUROC points
-while lowering that border response: README, "Random flips").
+while lowering that border response: docs/results/flips.md).
 
 The gain is for the same memorisation seen in brightness: MTD's tiles vary in grey level
 (mean 110 +- 34 over the training normals), and the CRD's three highest-scoring held-out
 normals of the 64² default are all among the brightest tiles (+1.7 standard deviations),
 marked over diffuse texture. `stage3.jitter=0.3` narrowed that gap on MTD (highest held-out
-normal score 0.66 -> 0.49) but did not win on validation; test a tie (README, "Random gain").
+normal score 0.66 -> 0.49) but did not win on validation; test a tie (docs/results/gain.md).
 """
 import chex
 import jax

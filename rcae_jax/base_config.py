@@ -52,7 +52,7 @@ def get_config():
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
   c.model.crd_loss = 'bce'        # | focal (DRAEM's) | l2; from logits
   # bce weight of anomalous pixels; 0 = balanced per batch. 1 (unweighted) won on MTD
-  # validation: 76.8 vs 74.0 mean of I-AUROC and AUPRO, two seeds (README, detector)
+  # validation: 76.8 vs 74.0 mean of I-AUROC and AUPRO, two seeds (docs/results/mtd-detector.md)
   c.model.crd_pos_weight = 1.0
   c.model.crd_focal_gamma = 2.0
   c.model.crd_grad_weight = 0.1
@@ -135,6 +135,8 @@ def get_config():
   c.score.threshold_quantile = 0.99  # of held-out normal scores -> decision threshold
 
   c.log_every = 50
+  c.log = ml_collections.ConfigDict()
+  c.log.tensorboard = False      # TensorBoard event files beside stageK/metrics.jsonl
   c.ckpt_every = 500
   c.eval_batch_size = 16
   # pixel metrics from histograms with 2^bits bins, filled batch by batch: memory does not grow

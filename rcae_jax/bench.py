@@ -1,6 +1,6 @@
 """Reproducible jitted benchmarks -> JSON: compile time, step time, FLOPs, memory, output hash.
 
-Every step is the code training and evaluation run: the programs of `train.train_step`,
+Every step is the code training and evaluation run: the programs of `training.train_step`,
 and `inference.compiled` (the one inference path, over the same mesh).
 """
 import hashlib
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, methods, parallel, runinfo, train
+from rcae_jax import files, inference, methods, parallel, runinfo, training
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches
 from rcae_jax.models import layers
@@ -28,6 +28,32 @@ PEAKS = {
     'TPU v4': {'bfloat16': 275e12, 'float32': 275e12},
     'TPU v5 lite': {'bfloat16': 197e12, 'float32': 197e12},
 }
+
+
+def _median_s(fn, args, iters):
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def measure_peak(device, n=2048, copy_mib=256, iters=5):
+  """What this device reaches, measured in the same run as the steps (CPUs have no table
+  entry): FLOP/s of an n×n×n matmul in float32 and in bfloat16 (f32 accumulation), and the
+  memory bandwidth of a copy (bytes read + written per second)."""
+  out = {'matmul_n': n, 'copy_mib': copy_mib, 'iters': iters}
+  with jax.default_device(device):
+    for dtype in ('float32', 'bfloat16'):
+      a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+      mm = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jax.numpy.float32))
+      out[f'{dtype}_flops_per_s'] = 2 * n ** 3 / _median_s(mm, (a, a), iters)
+    x = jax.numpy.ones((copy_mib * 2 ** 20 // 4,), jax.numpy.float32)
+    copy = jax.jit(lambda v: v * 1.0001)  # one read and one write of every element
+    out['copy_bytes_per_s'] = 2 * x.nbytes / _median_s(copy, (x,), iters)
+  return out
 
 
 def _hash(tree):
@@ -53,8 +79,8 @@ def _cost(programs):
     if isinstance(cost, (list, tuple)):
       cost = cost[0] if cost else None
     if cost and cost.get('flops', -1) > 0:
-      return float(cost['flops']), source
-  return float('nan'), None
+      return float(cost['flops']), source, float(cost.get('bytes accessed', float('nan')))
+  return float('nan'), None, float('nan')
 
 
 def _memory(compiled):
@@ -98,11 +124,12 @@ def _images(config, n, seed=0):
 
 def bench_train(stage, config, mesh, iters):
   # a schedule's length changes the learning rate, not the program: any length times it
-  step = train.train_step(stage, config, mesh, train.num_steps(config, stage, config.batch_size))
+  step = training.train_step(stage, config, mesh,
+                             training.num_steps(config, stage, config.batch_size))
   # the stage's costliest variant (RcAE's stage 1: its deepest n)
   program = step.program(methods.stage(config, stage).variants(config)[-1])
   params = model_lib.init_all(config, jax.random.PRNGKey(config.seed))
-  frozen = parallel.replicate(train.frozen_inputs(stage, params, config), mesh)
+  frozen = parallel.replicate(training.frozen_inputs(stage, params, config), mesh)
   state = parallel.replicate(step.init_state(), mesh)
   batch = parallel.shard_batch(
       batches.host_batch(_images(config, 2 * config.batch_size), config.batch_size, 0, 0), mesh)
@@ -148,7 +175,7 @@ def bench_input(config, mesh, iters):
   return times, unprefetched
 
 
-def run_one(name, config, mesh, iters, peak):
+def run_one(name, config, mesh, iters, peak, measured=None):
   row = {'name': name, 'resolution': config.data.resolution, 'batch': config.batch_size,
          'method': config_lib.method(config), 'recursion': config.model.recursion,
          'depth': getattr(model_lib.from_config(config), 'depth', None),
@@ -161,8 +188,9 @@ def run_one(name, config, mesh, iters, peak):
     fn = bench_infer if name == 'infer' else (
         lambda c, m, i: bench_train(int(name[5:]), c, m, i))
     compile_s, times, (lowered, compiled), out_hash, n_params = fn(config, mesh, iters)
-    flops, source = _cost((lowered, compiled))
-    row.update(compile_s=compile_s, flops=flops, flops_source=source, output_hash=out_hash,
+    flops, source, nbytes = _cost((lowered, compiled))
+    row.update(compile_s=compile_s, flops=flops, flops_source=source, bytes_accessed=nbytes,
+               output_hash=out_hash,
                params=n_params, **_memory(compiled))
   if not times:  # compile only: what the program needs, not how fast it runs
     row.update(step_s_median=None, images_per_s=None, flops_per_s=None, peak_fraction=None,
@@ -178,6 +206,13 @@ def run_one(name, config, mesh, iters, peak):
   total_peak = peak * row['devices'] if peak else None
   row['peak_fraction'] = (row['flops_per_s'] / total_peak
                           if total_peak and row['flops_per_s'] else None)
+  if measured:  # CPU: fractions of what this machine's matmul and copy reached in this run
+    # virtual CPU devices share the same cores: the peak is the machine's, not per device
+    matmul = measured[f'{config.model.dtype}_flops_per_s']
+    row['peak_fraction_measured'] = row['flops_per_s'] / matmul if row['flops_per_s'] else None
+    nbytes = row.get('bytes_accessed')
+    row['bandwidth_fraction_measured'] = (nbytes / med / measured['copy_bytes_per_s']
+                                          if nbytes and nbytes == nbytes else None)
   row['peak_bytes_in_use'] = _peak_bytes(mesh)
   return row
 
@@ -206,6 +241,12 @@ def main(args):
   if bad:
     raise config_lib.ConfigError(f'bench --devices {bad}: this machine has {n_all} device(s)')
   kind = jax.devices()[0].device_kind
+  measured = None
+  if jax.default_backend() == 'cpu' and not args.compile_only and args.peak_matmul:
+    measured = measure_peak(jax.devices()[0], args.peak_matmul, args.peak_copy_mib)
+    print(f"this CPU, measured: matmul {measured['float32_flops_per_s'] / 1e9:.1f} GFLOP/s "
+          f"float32, {measured['bfloat16_flops_per_s'] / 1e9:.1f} bfloat16; copy "
+          f"{measured['copy_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
   rows = []
   for res in args.resolution or [base.data.resolution]:
     for rec, dtype in itertools.product(args.recursion or [base.model.recursion],
@@ -218,7 +259,8 @@ def main(args):
         mesh = parallel.make_mesh(jax.devices()[:n_dev])
         parallel.local_batch_size(config.batch_size, mesh)
         for name in what:
-          row = run_one(name, config, mesh, None if args.compile_only else args.iters, peak)
+          row = run_one(name, config, mesh, None if args.compile_only else args.iters, peak,
+                        measured)
           rows.append(row)
           if args.compile_only:
             print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  compile "
@@ -228,10 +270,14 @@ def main(args):
           print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  "
                 f"compile {row['compile_s']:.2f}s  step {row['step_s_median'] * 1e3:9.2f} ms  "
                 f"{row['images_per_s']:9.1f} img/s"
-                + (f"  {row['peak_fraction'] * 100:.1f}% of peak" if row['peak_fraction'] else ''),
-                flush=True)
+                + (f"  {row['peak_fraction'] * 100:.1f}% of peak" if row['peak_fraction'] else '')
+                + (f"  {row['peak_fraction_measured'] * 100:.1f}% of the measured matmul, "
+                   f"{row['bandwidth_fraction_measured'] * 100:.1f}% of the copy bandwidth"
+                   if row.get('peak_fraction_measured') and
+                   row.get('bandwidth_fraction_measured') else ''), flush=True)
   env = runinfo.environment(parallel.make_mesh())
-  env.update(device_kind=kind, peak_flops_per_device=peak, config=base.to_dict(),
+  env.update(device_kind=kind, peak_flops_per_device=peak, measured_peak=measured,
+             config=base.to_dict(),
              command='python -m rcae_jax bench ' + ' '.join(_argv(args)))
   files.write_json(args.out, {'env': env, 'steps': rows})
   print(f'wrote {args.out}')

@@ -122,6 +122,28 @@ def curve_panels(path, xs, panels, xlabel):
   return _save(fig, path)
 
 
+def training_curves(path, records, title=''):
+  """A stage's metrics.jsonl records -> loss terms and learning rate over steps, one panel
+  each (log-scaled losses when they span a decade)."""
+  records = [r for r in records if 'step' in r]
+  if not records:
+    return None
+  steps = [r['step'] for r in records]
+  keys = [k for k in records[-1] if k not in ('step', 'images_per_s')]
+  fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    ys = [float(np.mean(r[key])) if key in r else np.nan for r in records]
+    ax.plot(steps, ys, lw=1)
+    finite = [y for y in ys if np.isfinite(y) and y > 0]
+    if key != 'lr' and finite and max(finite) > 10 * min(finite):
+      ax.set_yscale('log')
+    ax.set_title(f'{title}: {key}' if title else key, fontsize=9)
+    ax.set_xlabel('step', fontsize=8)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def bars(path, labels, values, ylabel, title=''):
   fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels)), 3.2))
   ax.bar(range(len(labels)), values, color='tab:blue')

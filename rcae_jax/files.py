@@ -1,6 +1,8 @@
 """Atomic result files: a reader (or a killed run) never sees half a file."""
 import contextlib
+import csv
 import fcntl
+import io
 import json
 import os
 import pathlib
@@ -53,6 +55,15 @@ def read_json(path):
 
 def write_json(path, obj):
   atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + '\n')
+
+
+def write_csv(path, fields, rows):
+  """rows (dicts) as CSV with a header, atomically."""
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=fields)
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_write(path, buf.getvalue())
 
 
 def _default(o):

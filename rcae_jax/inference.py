@@ -63,8 +63,8 @@ def make_inference(config, with_sequences=False):
     raw, out = model.raw_map(params, x, source, with_sequences is True)
     smoothed = smooth(raw, config)
     if with_sequences:
-      out['raw'] = raw[..., 0]
-    return {**out, 'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
+      out['raw'] = jnp.squeeze(raw, -1)
+    return {**out, 'map': jnp.squeeze(smoothed, -1), 'score': image_score(smoothed, config)}
 
   return infer
 

@@ -10,10 +10,36 @@ def _depthwise(x, kernel, pad_mode):
   """Correlates every channel of x (B, H, W, C) with a 2-D kernel, padding by `pad_mode`."""
   kh, kw = kernel.shape
   c = x.shape[-1]
-  x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode=pad_mode)
+  pads = ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0))
+  x = _edge_pad(x, pads) if pad_mode == 'edge' else jnp.pad(x, pads, mode=pad_mode)
   k = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, c))
   return jax.lax.conv_general_dilated(
       x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _edge_pad(x, pads):
+  """jnp.pad(x, pads, mode='edge') from slices: the same values, and an ONNX converter
+  (jax2onnx 0.17) mis-shapes jnp.pad's edge mode. Its gradient is jnp.pad's own, so training
+  sums the same terms in the same order as before."""
+  for axis, (lo, hi) in enumerate(pads):
+    n = x.shape[axis]
+    first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    last = jax.lax.slice_in_dim(x, n - 1, n, axis=axis)
+    if lo or hi:
+      x = jnp.concatenate([first] * lo + [x] + [last] * hi, axis=axis)
+  return x
+
+
+def _edge_pad_fwd(x, pads):
+  return _edge_pad(x, pads), x
+
+
+def _edge_pad_bwd(pads, x, g):
+  return jax.vjp(lambda y: jnp.pad(y, pads, mode='edge'), x)[1](g)
+
+
+_edge_pad.defvjp(_edge_pad_fwd, _edge_pad_bwd)
 
 
 _SOBEL_Y = np.outer([-1., 0., 1.], [1., 2., 1.])  # d/dy, smoothed along x

@@ -9,15 +9,9 @@ image's size: the anomaly map in 'jet' over the image, and a colour scale on the
 top is the decision threshold (red: at or above it; blue: no anomaly); `scores.csv` holds
 the image score, the threshold and the decision.
 """
-import csv
-import io
 import pathlib
 
-import numpy as np
-from PIL import Image
-
-from rcae_jax import checkpoints, figures, files, inference
-from rcae_jax.evaluators import threshold as threshold_lib
+from rcae_jax import api, figures, files
 from rcae_jax.data import common
 
 
@@ -54,63 +48,51 @@ def expand(inputs):
 
 
 def _map_png(original, amap, vmax, threshold):
-  """The map at the original image's size, over it, with the colour scale."""
-  h, w = original.shape[:2]
-  big = np.asarray(Image.fromarray(np.asarray(amap, np.float32), 'F').resize(
-      (w, h), Image.BILINEAR))
-  return figures.overlay_png(original, big, vmax, scale=(vmax, threshold))
+  """The map (at the original image's size), over the image, with the colour scale."""
+  return figures.overlay_png(original, amap, vmax, scale=(vmax, threshold))
 
 
 def predict(workdir, inputs, out=None):
-  """Writes <out>/maps/<input path>.png, <out>/scores.csv and <out>/skipped.csv."""
-  config, params = checkpoints.load_bundle(workdir)
+  """Writes <out>/maps/<input path>.png, <out>/scores.csv and <out>/skipped.csv, from
+  `api.Detector.predict` (the maps and scores a notebook gets)."""
+  detector = api.load(workdir)
   out = pathlib.Path(out or pathlib.Path(workdir) / 'predict')
   paths, skipped = expand(inputs)
-  res, ch = config.data.resolution, config.data.channels
-  calibration = threshold_lib.load(workdir)
-  threshold = calibration.get('threshold')
-  rows, batch = [], max(1, config.eval_batch_size)
+  ch = detector.config.data.channels
+  threshold = detector.threshold
+  rows, batch = [], max(1, detector.config.eval_batch_size)
   for start in range(0, len(paths), batch):
-    chunk, images, originals = [], [], []
+    chunk, originals = [], []
     for path in paths[start:start + batch]:
       try:
-        images.append(common.read_image(path, res, ch))
         originals.append(common.read_image(path, None, ch))
         chunk.append(path)
       except common.DataError as e:
         skipped.append((path, str(e).removeprefix(f'{path}: ')))
     if not chunk:
       continue
-    result = inference.run(config, params, np.stack(images))
-    vmax = threshold if threshold else float(result['map'].max()) or 1.0
-    for path, orig, amap, score in zip(chunk, originals, result['map'], result['score']):
+    result = detector.predict(originals)
+    vmax = threshold if threshold else float(max(m.max() for m in result.maps)) or 1.0
+    for path, orig, amap, score in zip(chunk, originals, result.maps, result.scores):
       files.atomic_write(out / 'maps' / output_name(path), _map_png(orig, amap, vmax, threshold))
       decision = ('unknown' if threshold is None else
                   'anomalous' if score > threshold else 'normal')
       rows.append({'image': path, 'map': f'maps/{output_name(path)}', 'score': f'{score:.6g}',
                    'threshold': '' if threshold is None else f'{threshold:.6g}',
                    'decision': decision})
-  _write_csv(out / 'skipped.csv', ['file', 'reason'], [dict(file=f, reason=r) for f, r in skipped])
+  files.write_csv(out / 'skipped.csv', ['file', 'reason'], [dict(file=f, reason=r) for f, r in skipped])
   if not rows:
     raise common.DataError(f'no image could be read from {", ".join(map(str, inputs))} '
                            f'({len(skipped)} skipped; reasons in {out}/skipped.csv)')
-  _write_csv(out / 'scores.csv', list(rows[0]), rows)
+  files.write_csv(out / 'scores.csv', list(rows[0]), rows)
   for f, reason in skipped:
     print(f'skipped {f}: {reason}')
   if threshold is None:
     print(f'{len(rows)} images scored, no decisions: the run has no threshold '
-          f'({calibration.get("why", "no calibration.json")}); wrote {out}/scores.csv and '
-          f'{out}/maps/')
+          f'({detector.calibration.get("why", "no calibration.json")}); wrote '
+          f'{out}/scores.csv and {out}/maps/')
   else:
     n_bad = sum(r['decision'] == 'anomalous' for r in rows)
     print(f'{len(rows)} images: {n_bad} anomalous (threshold {threshold:.6g}); wrote '
           f'{out}/scores.csv and {out}/maps/' + (f'; {len(skipped)} skipped' if skipped else ''))
   return rows
-
-
-def _write_csv(path, fields, rows):
-  buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=fields)
-  writer.writeheader()
-  writer.writerows(rows)
-  files.atomic_write(path, buf.getvalue())

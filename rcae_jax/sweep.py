@@ -15,7 +15,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
-from rcae_jax import evaluate, figures, files, lock, metrics, runinfo, tables, train
+from rcae_jax import api, figures, files, lock, metrics, runinfo, tables, training
 from rcae_jax.evaluators import validation
 
 
@@ -149,10 +149,10 @@ def _run_one(name, cat, config, run_dir, donors=(), validation_only=False):
     if reused:
       row['reused'] = reused
       print(f'[sweep] {name} / {cat}: reusing {reused}', flush=True)
-    if train.train(config, run_dir) is None:
+    if training.train(config, run_dir) is None:
       raise RuntimeError('training stopped before the last step')
     if not validation_only:
-      evaluate.evaluate(run_dir)
+      api.evaluate(run_dir)
     (run_dir / 'error.txt').unlink(missing_ok=True)
     return {**row, **_results(run_dir, validation_only), 'status': 'ok',
             'seconds': round(time.time() - t0, 1)}

@@ -39,9 +39,9 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory, cache_dir):
   """One tiny run of all three stages, shared by the evaluate/predict/dynamics tests."""
-  from rcae_jax import train  # pylint: disable=g-import-not-at-top
+  from rcae_jax import training  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('run')
   config = tiny_config(cache_dir, 'model.depth=2', 'stage1.steps=60', 'stage2.steps=30',
-                       'stage3.steps=40')
-  train.train(config, workdir)
+                       'stage3.steps=40', 'log.tensorboard=True')
+  training.train(config, workdir)
   return workdir

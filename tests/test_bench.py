@@ -11,6 +11,7 @@ FIELDS = {'name', 'compile_s', 'step_s_median', 'step_s_min', 'step_s_max', 'ima
 def _bench(tmp_path, out, *extra):
   argv = ['bench', '--config', str(ROOT / 'experiments/configs/tiny.py'), '--iters', '2',
           '--devices', '1', '--resolution', '16', '--peak-tflops', '0.1', '--out', str(out),
+          '--peak-matmul', '256', '--peak-copy-mib', '8',
           '--set', f'data.cache_dir={tmp_path}', *extra]
   assert cli.main(argv) == 0
   return json.loads(out.read_text())
@@ -25,6 +26,14 @@ def test_bench_json_fields_and_reproducible_hash(tmp_path):
     assert row['step_s_min'] <= row['step_s_median'] <= row['step_s_max']
   by = {r['name']: r for r in a['steps']}
   assert by['train1']['flops'] > 0 and 0 < by['train1']['peak_fraction'] < 1
+  # this CPU's peak, measured in the same run, and each step's fraction of it
+  peak = a['env']['measured_peak']
+  assert peak['matmul_n'] == 256 and peak['float32_flops_per_s'] > 1e8
+  assert peak['bfloat16_flops_per_s'] > 0 and peak['copy_bytes_per_s'] > 1e8
+  for name in ('train1', 'infer'):
+    row = by[name]
+    assert row['peak_fraction_measured'] == row['flops_per_s'] / peak['float32_flops_per_s']
+    assert row['bytes_accessed'] > 0 and row['bandwidth_fraction_measured'] > 0
   b = _bench(tmp_path, tmp_path / 'b.json', '--what', 'train1,infer',
              '--dtype', 'float32', 'bfloat16')
   assert [r['dtype'] for r in b['steps']] == ['float32'] * 2 + ['bfloat16'] * 2

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from rcae_jax import __main__ as cli
-from rcae_jax import checkpoints, evaluate, inference, metrics, parallel
+from rcae_jax import api, checkpoints, inference, metrics, parallel
 from rcae_jax import data as data_lib
 
 
@@ -46,7 +46,7 @@ def test_one_inference_path(trained_run, tmp_path):
   exact = metrics.compute_metrics(out['score'], ds.test_labels, out['map'], ds.test_masks)
   run = tmp_path / 'run'
   shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns('eval', 'stage*'))
-  result = evaluate.evaluate(run)
+  result = api.evaluate(run)
   for got in (result['mean'], json.loads((run / 'eval' / 'metrics.json').read_text())['mean']):
     for k in metrics.METRICS:
       assert got[k] == pytest.approx(expected[k], abs=1e-9)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_config
-from rcae_jax import checkpoints, evaluate, files, methods, sweep, train
+from rcae_jax import api, checkpoints, files, methods, sweep, training
 from rcae_jax import config as config_lib
 
 
@@ -111,12 +111,12 @@ def _config(cache_dir, *overrides):
 def test_a_third_method_trains_resumes_validates_and_evaluates(ts_method, cache_dir, tmp_path):
   config = _config(cache_dir, 'log_every=2')
   assert config.ts_teacher.features == 8 and config_lib.score_source(config) == 'ts'
-  full = train.train(config, tmp_path / 'full')
+  full = training.train(config, tmp_path / 'full')
   # stopped after 5 steps of stage 1 (a kill), then resumed (another log_every: bookkeeping)
   cut = config_lib.apply_overrides(config, ['log_every=5'])
-  assert train.train(cut, tmp_path / 'cut', max_steps=5) is None
+  assert training.train(cut, tmp_path / 'cut', max_steps=5) is None
   assert not (tmp_path / 'cut' / 'stage2').exists()
-  resumed = train.train(config, tmp_path / 'cut')
+  resumed = training.train(config, tmp_path / 'cut')
   chex.assert_trees_all_equal(jax.device_get(full), jax.device_get(resumed))
   assert set(full) == {'teacher', 'student'}
   # the student learned the frozen teacher's features: its loss fell
@@ -126,7 +126,7 @@ def test_a_third_method_trains_resumes_validates_and_evaluates(ts_method, cache_
   assert val['suppression']['recon_source'] == 'ts_recon'
   assert 0 <= val['metrics']['image_auroc'] <= 100
   assert 0 <= val['suppression']['recon_image_auroc'] <= 100
-  m = evaluate.evaluate(tmp_path / 'full')
+  m = api.evaluate(tmp_path / 'full')
   assert 0 <= m['mean']['image_auroc'] <= 100 and 0 <= m['mean']['aupro'] <= 100
   loaded, params = checkpoints.load_bundle(tmp_path / 'full')
   assert loaded.method == 'ts' and config_lib.same_run(loaded, config)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from rcae_jax import data as data_lib
-from rcae_jax import files, train
+from rcae_jax import files, training
 
 OVERRIDES = ['data.resolution=16', 'data.source=prepared', 'stages=(1,)', 'model.depth=2',
              'depth_sampling=max',  # one program to compile per process
@@ -62,7 +62,8 @@ def _wait_two(procs):
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      pytest.fail('the two-process run did not finish in 240 s')
+      tails = [(q.communicate()[0] or '')[-2000:] for q in procs]
+      pytest.fail(f'the two-process run did not finish in 240 s; their output: {tails}')
   return [p.returncode for p in procs], outs
 
 
@@ -81,7 +82,7 @@ def test_two_processes_train_like_one_with_four_devices(tmp_path):
   # both processes lose their machine after step 5 (step 4 saved), then start again; the
   # reference (this process, 4 devices) trains meanwhile: compiling is one core's work
   killed = _start_two(two, cache, RCAE_KILL_AT='stage1:step5', RCAE_TRACE=str(trace))
-  train.train(config, tmp_path / 'one')
+  training.train(config, tmp_path / 'one')
   codes, outs = _wait_two(killed)
   assert codes == [-9, -9], outs
   assert len(_losses(two)) == 5 and not (two / 'model').exists()

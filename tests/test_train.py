@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from rcae_jax import anomalies, checkpoints, files, inference, methods, metrics, parallel, train
+from rcae_jax import anomalies, checkpoints, files, inference, methods, metrics, parallel, training
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import model as model_lib
@@ -30,7 +30,7 @@ def test_each_stage_lowers_its_loss(trained_run):
     assert len(_losses(trained_run, stage)) >= 3
     spec = methods.stage(config, stage)
     loss_fn = jax.jit(spec.objective(model, config, spec.variants(config)[-1]))
-    frozen = train.frozen_inputs(stage, params, config)
+    frozen = training.frozen_inputs(stage, params, config)
     at = lambda p, f=frozen, fn=loss_fn: float(np.mean([fn(p, f, batch, jax.random.fold_in(
         key, i))[0] for i in range(4)]))
     before = at(model_lib.init_for_stage(config, stage))
@@ -76,7 +76,7 @@ def _stage_config(tmp_path, *ov):
 
 def _frozen(config, stage):
   params = model_lib.init_all(config, jax.random.PRNGKey(5))
-  return train.frozen_inputs(stage, params, config)
+  return training.frozen_inputs(stage, params, config)
 
 
 @pytest.mark.parametrize('stage', [1, 2, 3, 'fae'])
@@ -106,7 +106,8 @@ def test_four_devices_equal_one_device(tmp_path, stage):
   for n_dev in (1, 4):
     mesh = parallel.make_mesh(jax.devices()[:n_dev])
     wd = tmp_path / f'dev{n_dev}'
-    results[n_dev] = train.train_stage(stage, config, wd, images, _frozen(config, stage), mesh)[0]
+    results[n_dev] = training.train_stage(stage, config, wd, images, _frozen(config, stage),
+                                          mesh)[0]
     results[n_dev, 'loss'] = _losses(wd, stage)
   assert len(results[1, 'loss']) == 6
   np.testing.assert_allclose(results[1, 'loss'], results[4, 'loss'], rtol=1e-5)
@@ -145,19 +146,19 @@ def test_resume_after_interruption_is_exact(tmp_path, stage, source):
   images = data_lib.load(config).train
   mesh = parallel.make_mesh()
   frozen = _frozen(config, stage)
-  full, _ = train.train_stage(stage, config, tmp_path / 'a', images, frozen, mesh)
+  full, _ = training.train_stage(stage, config, tmp_path / 'a', images, frozen, mesh)
   wd = tmp_path / 'b'
-  _, finished = train.train_stage(stage, config, wd, images, frozen, mesh, max_steps=7)
+  _, finished = training.train_stage(stage, config, wd, images, frozen, mesh, max_steps=7)
   assert not finished
   shutil.rmtree(wd / f'stage{stage}' / 'ckpt' / '7')  # killed after step 7, before its save
   assert len(_losses(wd, stage)) == 7
   saved = files.read_json(wd / f'stage{stage}' / 'ckpt' / '6' / 'data' / 'process_0-of-1.json')
   assert saved['last_seen_indices'] == {'0': 6 * config.batch_size - 1}  # grain's own state
-  resumed, finished = train.train_stage(stage, config, wd, images, frozen, mesh)
+  resumed, finished = training.train_stage(stage, config, wd, images, frozen, mesh)
   assert finished
   assert _losses(wd, stage) == _losses(tmp_path / 'a', stage)
   if source == 'prepared':  # the same numbers as from memory
-    ref, _ = train.train_stage(stage, config_lib.apply_overrides(config, ['data.source=files']),
+    ref, _ = training.train_stage(stage, config_lib.apply_overrides(config, ['data.source=files']),
                                tmp_path / 'c', data_lib.load(config_lib.apply_overrides(
                                    config, ['data.source=files'])).train, frozen, mesh)
     chex.assert_trees_all_equal(jax.device_get(full), jax.device_get(ref))
@@ -168,18 +169,18 @@ def test_depth_schedule_compiles_once_per_depth(tmp_path):
   """Twelve stage-1 steps over depths {1, 2, 3} build three programs, each compiled once;
   running the stage again (a resume, a sweep's next variant) compiles nothing."""
   config = _stage_config(tmp_path, 'stage1.steps=12', 'model.depth=3', 'ckpt_every=100')
-  depths = [train.variant_of_step(config, 1, s) for s in range(12)]
+  depths = [training.variant_of_step(config, 1, s) for s in range(12)]
   assert set(depths) == {1, 2, 3}
   other = config_lib.apply_overrides(config, ['data.seed=1'])
-  assert depths != [train.variant_of_step(other, 1, s) for s in range(12)]  # seed-dependent
+  assert depths != [training.variant_of_step(other, 1, s) for s in range(12)]  # seed-dependent
   images = data_lib.load(config).train
   mesh = parallel.make_mesh()
-  train.train_stage(1, config, tmp_path / 'a', images, _frozen(config, 1), mesh)
-  step = train.train_step(1, config, mesh)
+  training.train_stage(1, config, tmp_path / 'a', images, _frozen(config, 1), mesh)
+  step = training.train_step(1, config, mesh)
   assert sorted(step.programs) == [1, 2, 3]
   assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
-  train.train_stage(1, config, tmp_path / 'b', images, _frozen(config, 1), mesh)
-  assert train.train_step(1, config, mesh) is step
+  training.train_stage(1, config, tmp_path / 'b', images, _frozen(config, 1), mesh)
+  assert training.train_step(1, config, mesh) is step
   assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
 
 
@@ -198,10 +199,12 @@ def test_cosine_schedule_decays_to_zero_over_the_stage(tmp_path):
   for schedule, expect in (('cosine', lambda k: 0.005 * (1 + np.cos(np.pi * k / 8))),
                            ('constant', lambda k: 0.01)):
     stage = config_lib.apply_overrides(config, [f'stage3.schedule={schedule}']).stage3
-    tx = train.optimizer(stage, total_steps=8)
+    tx = training.optimizer(stage, total_steps=8)
     state = tx.init(params)
     for k in range(9):
       _, state = tx.update({'w': jnp.ones(3)}, state, params)
       np.testing.assert_allclose(float(state.hyperparams['learning_rate']), expect(k), atol=1e-7)
+      lr = training.learning_rate(stage, total_steps=8)  # what metrics.jsonl logs as 'lr'
+      np.testing.assert_allclose(float(lr(k) if callable(lr) else lr), expect(k), atol=1e-7)
   with pytest.raises(ValueError, match='total steps'):
-    train.optimizer(config.stage3)
+    training.optimizer(config.stage3)

@@ -5,11 +5,11 @@ Pass the data location: --data mtd:/path/to/mtd. `:cpu` is the 2-core CPU budget
 
 Region-scale pseudo-anomalies for the restoring stages (`anomaly.shapes` += region,
 `anomaly.fillers` += intensity) were tried for the missed `uneven`/`break` defects and lost on
-validation (README, Results); stages 1-2 restore the CRD's families instead (`sweep
+validation (docs/results/mtd-components.md); stages 1-2 restore the CRD's families instead (`sweep
 restoring`, chosen on validation at `:cpu`), and the RcAE and DPN pad by reflection (`sweep
 padding`). The CRD takes the base config's detector (U-Net CRD, its own pseudo-anomalies
-`crd_anomaly.*`), chosen on validation by `sweep detector` (README). Measured at 128² on one
-H100: README, "MTD at 128²".
+`crd_anomaly.*`), chosen on validation by `sweep detector` (docs/results/mtd-detector.md). Measured at 128² on one
+H100: docs/results/mtd-128-gpu.md.
 """
 from rcae_jax import base_config as base
 
@@ -39,13 +39,13 @@ def get_config(arg=''):
   c.ckpt_every = 500
   # The choices below were made on validation at the CPU scale and hold for both scales.
   # Stage 3's learning rate decays to 0 (cosine): chosen over 800 constant / 800 and 2400
-  # cosine (`sweep schedule`, README, Results).
+  # cosine (`sweep schedule`, docs/results/schedule.md).
   c.stage3.schedule = 'cosine'
   # Stages 1-2 restore the CRD's pseudo-anomaly families (thin cracks, Perlin regions, faint
-  # and edge-touching pastes), not only pasted shapes (`sweep restoring`, README, Results).
+  # and edge-touching pastes), not only pasted shapes (`sweep restoring`, docs/results/restoring.md).
   for key in RESTORED_FAMILIES:
     c.anomaly[key] = c.crd_anomaly[key]
-  # The RcAE and DPN pad by reflection (`sweep padding`, README, Results; validation
+  # The RcAE and DPN pad by reflection (`sweep padding`, docs/results/padding.md; validation
   # (I-AUROC + AUPRO)/2 89.0 vs 88.3, test a tie) at ~1.3x the CPU training time.
   c.model.padding = 'reflect'
   if arg == 'cpu':  # the demo's network at 64²: N = 5 at 64² leaves a 2×2 bottleneck

@@ -14,7 +14,7 @@ they learn from. Stages 1-2 are shared by every variant (copied, not retrained).
 - top-k mean score rows: the image score validation preferred (`score_choices`), on the
   same trained networks.
 
-Its numbers in the README were measured with the rows as they were at commit f253e4e
+Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
 (`git checkout f253e4e` reruns exactly that); today the rows vary only their axis on
 today's `mtd.py:cpu`, and each run's env.json names the commit that trained it.
 (Then: stage 3 of 800 constant steps, stages 1-2 restoring pasted shapes, zero padding.)

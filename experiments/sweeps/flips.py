@@ -7,9 +7,9 @@ the reconstruction's border error are the same on both. The CRD has learned the 
 its 685 training tiles, not what a tile border looks like. Left-right and top-bottom flips
 (`stage3.flip=hv`; MTD tiles are symmetric both ways) show it each border on every side.
 Stages 1-2 are reused; stage 3 retrains.
-Not chosen: validation (I-AUROC + AUPRO)/2 88.2 vs 88.3 (README, Results).
+Not chosen: validation (I-AUROC + AUPRO)/2 88.2 vs 88.3 (docs/results/flips.md).
 
-Its numbers in the README were measured with the rows as they were at commit f253e4e
+Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
 (`git checkout f253e4e` reruns exactly that); today the rows vary only their axis on
 today's `mtd.py:cpu`, and each run's env.json names the commit that trained it.
 (Then: zero padding.)

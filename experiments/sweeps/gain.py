@@ -7,7 +7,7 @@ all among the brightest tiles (grey level +1.7 standard deviations of the traini
 110 +- 34), marked over diffuse texture. `stage3.jitter=0.3` multiplies each training image
 of stage 3 by a gain in [0.74, 1.35] before the pseudo-anomaly is planted, so the CRD sees
 every tile at brightnesses its training set does not hold. Stages 1-2 are reused.
-Not chosen: validation (I-AUROC + AUPRO)/2 88.1 vs 88.3, test a tie (README, "Random gain").
+Not chosen: validation (I-AUROC + AUPRO)/2 88.1 vs 88.3, test a tie (docs/results/gain.md).
 """
 
 

@@ -7,7 +7,7 @@ there to read. The second row restores the CRD's families too (chosen on validat
 `mtd.py:cpu`'s default); everything else is `mtd.py:cpu` (stage 3: 4800 cosine steps), so
 stage 3 retrains on each row's stages 1-2. The rows name the families they restore.
 
-Its numbers in the README were measured with the rows as they were at commit f253e4e
+Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
 (`git checkout f253e4e` reruns exactly that); today the rows vary only their axis on
 today's `mtd.py:cpu`, and each run's env.json names the commit that trained it.
 (Then: zero padding.)

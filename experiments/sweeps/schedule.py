@@ -5,7 +5,7 @@ cosine) and six times as many (4800, cosine: chosen on validation, now `mtd.py:c
 default).
 Every row shares stages 1-2. The rows name their schedule and length.
 
-Its numbers in the README were measured with the rows as they were at commit f253e4e
+Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
 (`git checkout f253e4e` reruns exactly that); today the rows vary only their axis on
 today's `mtd.py:cpu`, and each run's env.json names the commit that trained it.
 (Then: stages 1-2 restoring pasted shapes, zero padding.)

@@ -56,6 +56,8 @@ def run(ctx):
     result['suppression'] = supp
   if not ctx.is_main:
     return result
+  for log in sorted(workdir.glob('stage*/metrics.jsonl')):  # runs older than the curves too
+    figures.training_curves(log.parent / 'curves.png', files.read_jsonl(log), log.parent.name)
   if supp:
     steps = result['steps']
     names = [k for k in ('R', 'D') if f'residual_{k}' in supp]

@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 
 from rcae_jax import files, metrics, runinfo, tables
+from rcae_jax.evaluators import threshold as threshold_lib
 
 
 def per_defect(scores, maps, labels, masks, defects):
@@ -106,7 +107,22 @@ def run(ctx):
     table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
               f"{runinfo.describe(code['evaluated'])}.")
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
+    write_scores(eval_dir / 'scores.csv', ctx, ctx.scores('test', ds.test))
   return result
+
+
+def write_scores(path, ctx, scores):
+  """eval/scores.csv: every test image's score, label, defect type and the decision at the
+  run's threshold (calibrated on held-out normals): what `predict` and `Detector.predict`
+  give for the same file."""
+  ds = ctx.dataset
+  threshold = threshold_lib.load(ctx.workdir).get('threshold') if ctx.write else None
+  rows = [{'image': name, 'label': int(label), 'defect': defect, 'score': f'{score:.9g}',
+           'decision': '' if threshold is None else
+                       'anomalous' if score > threshold else 'normal'}
+          for name, label, defect, score in zip(ds.test_names, ds.test_labels, ds.test_defects,
+                                                scores)]
+  files.write_csv(path, ['image', 'label', 'defect', 'score', 'decision'], rows)
 
 
 def code_of(workdir):

@@ -69,8 +69,8 @@ COMMON_KEYS = ('seed', 'method', 'data.', 'batch_size', 'grad_weight', 'model.dt
 # Read after training only: how maps are scored and which stages make up the model.
 EVAL_KEYS = ('score.', 'stages', 'eval_pixel_bits')
 # Change no computation, only how a run is logged, saved, fed or where its data lies.
-BOOKKEEPING = ('log_every', 'ckpt_every', 'eval_batch_size', 'data.cache_dir', 'data.root',
-               'data.prepared_dir', 'data.read_threads')
+BOOKKEEPING = ('log_every', 'log.tensorboard', 'ckpt_every', 'eval_batch_size',
+               'data.cache_dir', 'data.root', 'data.prepared_dir', 'data.read_threads')
 
 _REGISTRY = {}
 

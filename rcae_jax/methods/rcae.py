@@ -63,8 +63,10 @@ class Model:
 
   def crd_logits(self, params, enhanced, x):
     """Logits of M_A (B, H, W, 1) from the configured CRD steps of the enhanced sequence."""
-    idx = jnp.array([s - 1 for s in self.crd_steps])
-    return self.crd.apply(params, enhanced[idx], x)
+    # static slices: jnp's indexing becomes a gather under a symbolic batch (export, ONNX)
+    steps = jnp.stack([jax.lax.index_in_dim(enhanced, s - 1, keepdims=False)
+                       for s in self.crd_steps])
+    return self.crd.apply(params, steps, x)
 
   def crd_map(self, params, enhanced, x):
     """M_A (B, H, W, 1) in [0, 1]."""

@@ -15,6 +15,7 @@ steps); `Model.crd_map` applies the sigmoid.
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rcae_jax.models import layers
@@ -38,7 +39,9 @@ class StepConv(nn.Module):
   def __call__(self, h):  # (B, S, H, W, C)
     b, s = h.shape[:2]
     pad = jnp.pad(h, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
-    stacked = jnp.concatenate([pad[:, t:t + s] for t in range(3)], axis=-1)
+    # lax slices: jnp's indexing becomes a gather under a symbolic batch (export, ONNX)
+    stacked = jnp.concatenate([jax.lax.slice_in_dim(pad, t, t + s, axis=1) for t in range(3)],
+                              axis=-1)
     flat = stacked.reshape((b * s,) + stacked.shape[2:])
     out = layers.conv(self.features, (3, 3), (self.strides,) * 2, self.padding, self.dilation,
                       self.dtype)(flat)

@@ -130,7 +130,7 @@ class RcAE(nn.Module):
       skip = jnp.concatenate([hs[level - 1]] * active, axis=0)
       z = self._D(level, z, skip)
     recon = self._head(z).reshape((self.depth, b) + x.shape[1:3] + (self.out_channels,))
-    return recon[::-1]  # stacked N..1 -> 1..N
+    return jax.lax.rev(recon, (0,))  # stacked N..1 -> 1..N (lax: no gather under export)
 
   def __call__(self, x):
     return self.sequence(x) if self.recursion == 'depth' else self.autoencode(x)

@@ -7,6 +7,7 @@ step_index) -> (state, metrics)`; its RNG is fold_in(state['rng'], state['step']
 state alone says where a run is, and the batch of a step is a function of (seed, step) alone
 (`data.batches`).
 """
+import contextlib
 import functools
 import math
 import pathlib
@@ -18,8 +19,8 @@ import numpy as np
 import optax
 import tqdm
 
-from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, files, parallel
-from rcae_jax import lock, methods, runinfo, stops
+from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, figures, files
+from rcae_jax import lock, methods, parallel, runinfo, stops
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import model as model_lib
@@ -27,16 +28,22 @@ from rcae_jax.data import batches as batches_lib
 from rcae_jax.evaluators import threshold
 
 
-def optimizer(stage_config, total_steps=None):
-  """Adam at stageK.lr, held (schedule 'constant', the paper's) or cosine-decayed to 0 over
-  the stage's total_steps ('cosine'). The step count lives in the optimizer state, so a
-  resumed stage continues the same schedule."""
+def learning_rate(stage_config, total_steps=None):
+  """stageK.lr held (schedule 'constant', the paper's) or cosine-decayed to 0 over the
+  stage's total_steps ('cosine'): a float or an optax schedule of the step index."""
   lr = stage_config.lr
   if stage_config.get('schedule', 'constant') == 'cosine':
     if not total_steps:
       raise ValueError('a cosine schedule needs the stage\'s total steps')
     lr = optax.cosine_decay_schedule(lr, total_steps)
-  return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+  return lr
+
+
+def optimizer(stage_config, total_steps=None):
+  """Adam at `learning_rate`. The step count lives in the optimizer state, so a resumed
+  stage continues the same schedule."""
+  return optax.inject_hyperparams(optax.adam)(
+      learning_rate=learning_rate(stage_config, total_steps))
 
 
 def variant_of_step(config, stage, step):
@@ -60,6 +67,7 @@ class TrainStep:
     self.net = self.spec.net
     self.group = config[self.spec.group]
     self.tx = optimizer(self.group, total_steps)
+    self.lr = learning_rate(self.group, total_steps)
     self._programs = {}
 
   def init_state(self):
@@ -99,6 +107,10 @@ class TrainStep:
   @property
   def programs(self):
     return dict(self._programs)
+
+  def lr_at(self, step_index):
+    """The learning rate the update of step `step_index` (0-based) used."""
+    return float(self.lr(step_index) if callable(self.lr) else self.lr)
 
   def __call__(self, state, frozen, batch, step_index):
     return self.program(variant_of_step(self.config, self.stage, step_index))(state, frozen,
@@ -152,7 +164,8 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
                                            read_threads=config.data.read_threads)
   t0, n_img = time.perf_counter(), 0
   done, saved, stop = start, start, None
-  with stops.on_signal() as request:
+  board = _board(config, stage_dir) if is_main else None
+  with stops.on_signal() as request, board or contextlib.nullcontext():
     for step, (batch, data_state) in zip(range(start, end), batches):
       state, metrics = step_fn(state, frozen, batch, step)
       n_img += config.batch_size
@@ -160,9 +173,13 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
       if done % config.log_every == 0 or done == end:
         m = jax.tree.map(lambda v: v.tolist(), parallel.to_host(metrics))  # the only host sync
         dt = time.perf_counter() - t0
-        rec = {'step': done, **m, 'images_per_s': n_img / dt}
+        rec = {'step': done, **m, 'lr': step_fn.lr_at(done - 1), 'images_per_s': n_img / dt}
         if is_main:
           files.append_jsonl(log_path, rec)
+        if board:
+          for key, value in rec.items():
+            if key != 'step':
+              board.add_scalar(f'stage{stage}/{key}', float(np.mean(value)), done)
         loss = np.mean(m['loss'])
         bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{n_img / dt:.1f}')
         t0, n_img = time.perf_counter(), 0
@@ -174,13 +191,27 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
       bar.update(1)
       if stop:
         break
+    # inside the handler: a second signal while the last checkpoint is still being written
+    # stops at once, as it does during a step
+    mgr.wait_until_finished()
   bar.close()
-  mgr.wait_until_finished()
   mgr.close()
+  if is_main and done == total:
+    figures.training_curves(stage_dir / 'curves.png', files.read_jsonl(log_path),
+                            f'stage {stage} ({step_fn.net})')
   if stop:
     raise stops.Stopped(f'stopped at stage {stage} ({step_fn.net}) step {saved}; the same '
                         'command resumes', stop)
   return state['params'], end == total
+
+
+def _board(config, stage_dir):
+  """A TensorBoard writer into the stage's folder when log.tensorboard (tensorboardX: no
+  TensorFlow), else None."""
+  if not config.log.tensorboard:
+    return None
+  import tensorboardX  # pylint: disable=g-import-not-at-top
+  return tensorboardX.SummaryWriter(str(stage_dir), flush_secs=30)
 
 
 def frozen_inputs(stage, params, config):
