@@ -100,6 +100,11 @@ def get_config():
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
                                             flip='', jitter=0.0))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
+  # Cross-fitting (rcae_jax/crossfit.py): folds = K >= 2 trains the stages a later stage reads
+  # (RcAE's 1-2) once more per fold on the other folds' images, and the last stage (the CRD)
+  # only on outputs for images their model never saw; 0 = off. infer: at test time the
+  # stages 1-2 trained on every image ('full') or the K fold models, maps averaged ('folds').
+  c.crossfit = ml_collections.ConfigDict(dict(folds=0, infer='full'))
 
   # Pseudo-anomalies (rcae_jax/anomalies.py): `anomaly` for the restoring stages 1-2,
   # `crd_anomaly` for the CRD (stage 3).

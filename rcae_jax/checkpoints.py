@@ -38,14 +38,14 @@ class DataState:
 
 def save(mgr, state, stage, data_state=None):
   """Saves a train state and the data iterator's state after its last batch (asynchronously;
-  `mgr.wait_until_finished()` before exiting)."""
+  `mgr.wait_until_finished()` before exiting). stage: its name ('stage2', 'fold0/stage1')."""
   step = int(parallel.to_host(state['step']).reshape(-1)[0])
   items = dict(state=ocp.args.StandardSave(state),
                meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step}))
   if data_state is not None:
     items['data'] = grain_ckpt.CheckpointSave(DataState(data_state))
   mgr.save(step, args=ocp.args.Composite(**items), force=True)
-  faults.point(f'stage{stage}:saving{step}')
+  faults.point(f'{stage}:saving{step}')
 
 
 def restore(mgr, like):

@@ -235,7 +235,8 @@ def validate(c):
   need(0 <= c.data.val_fraction < 1, 'data.val_fraction must be in [0, 1)')
   need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
   method.validate(c, need)
-  from rcae_jax import anomalies  # pylint: disable=g-import-not-at-top
+  from rcae_jax import anomalies, crossfit  # pylint: disable=g-import-not-at-top
+  crossfit.check(c, need)
   for name in ('anomaly', 'crd_anomaly'):
     a = c[name]
     for kind, known in (('shapes', anomalies.SHAPES), ('fillers', anomalies.FILLERS)):

@@ -129,7 +129,7 @@ def training_curves(path, records, title=''):
   if not records:
     return None
   steps = [r['step'] for r in records]
-  keys = [k for k in records[-1] if k not in ('step', 'images_per_s')]
+  keys = [k for k in records[-1] if k not in ('step', 'images_per_s', 'fold')]
   fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
   for ax, key in zip(axes[0], keys):
     ys = [float(np.mean(r[key])) if key in r else np.nan for r in records]

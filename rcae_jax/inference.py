@@ -15,7 +15,7 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import model as model_lib
-from rcae_jax import ops, parallel
+from rcae_jax import crossfit, ops, parallel
 
 SEQUENCES = ('recon', 'enhanced')  # outputs laid out (N, B, ...); the rest are batch-first
 
@@ -60,7 +60,7 @@ def make_inference(config, with_sequences=False):
   def infer(params, images):
     chex.assert_shape(images, (None,) + model.image_shape)
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
-    raw, out = model.raw_map(params, x, source, with_sequences is True)
+    raw, out = crossfit.raw_map(model, params, x, source, with_sequences is True, config)
     smoothed = smooth(raw, config)
     if with_sequences:
       out['raw'] = jnp.squeeze(raw, -1)

@@ -185,6 +185,9 @@ def _results(run_dir, validation_only):
   if 'normal_gap' in val:
     out['val_gap_ratio_p99'] = val['normal_gap']['ratio_p99']
     out['val_gap_ks'] = val['normal_gap']['ks']
+  if 'crossfit_infer' in val:  # a cross-fitted run, scored with the fold models averaged
+    out['val_folds_image_auroc'] = val['crossfit_infer']['folds']['image_auroc']
+    out['val_folds_aupro'] = val['crossfit_infer']['folds']['aupro']
   if 'holdout' in val:
     out['val_holdout_image_auroc'] = val['holdout']['metrics']['image_auroc']
     out['val_holdout_aupro'] = val['holdout']['metrics']['aupro']
@@ -230,7 +233,8 @@ SUPPRESSION_COLUMNS = ('val_residual_R_first', 'val_residual_R_last', 'val_resid
                        'val_normal_error_R_last', 'val_normal_error_D_last',
                        'val_recon_image_auroc', 'val_recon_pixel_auroc')
 CHOICE_COLUMNS = ('val_image_auroc', 'val_aupro', 'val_border_share', 'val_gap_ratio_p99',
-                  'val_gap_ks', 'val_holdout_image_auroc', 'val_holdout_aupro',
+                  'val_gap_ks', 'val_folds_image_auroc', 'val_folds_aupro',
+                  'val_holdout_image_auroc', 'val_holdout_aupro',
                   *[f'val_score{i}_image_auroc' for i in range(len(validation.SCORE_CHOICES))])
 
 

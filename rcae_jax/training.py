@@ -19,7 +19,8 @@ import numpy as np
 import optax
 import tqdm
 
-from rcae_jax import anomalies, augment, checkpoints, evaluators, faults, figures, files
+from rcae_jax import anomalies, augment, checkpoints, crossfit, evaluators, faults, figures
+from rcae_jax import files
 from rcae_jax import lock, methods, parallel, runinfo, stops
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
@@ -85,10 +86,15 @@ class TrainStep:
     image = augment.gains(jax.random.fold_in(rng, 4), image.astype(jnp.float32) / 255.0,
                           batch['index'], self.group.jitter)
     b = {'image': image, 'index': batch['index']}
+    extra = {}
+    if 'fold' in batch:  # a cross-fitted learner's batch: one fold's networks read it
+      fold = batch['fold'][0]
+      frozen = {**frozen, **{net: crossfit.select(frozen[net], fold) for net in self.spec.reads}}
+      extra['fold'] = fold.astype(jnp.float32)  # logged: which fold's networks this step read
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
         state['params'], frozen, b, rng)
     grads = jax.lax.pmean(grads, parallel.AXIS)
-    metrics = jax.lax.pmean(dict(metrics, loss=loss), parallel.AXIS)
+    metrics = jax.lax.pmean(dict(metrics, loss=loss, **extra), parallel.AXIS)
     updates, opt_state = self.tx.update(grads, state['opt_state'], state['params'])
     return {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
             'step': state['step'] + 1, 'rng': state['rng']}, metrics
@@ -135,12 +141,17 @@ def num_steps(config, stage, n_train):
   return st.steps or max(1, math.ceil(st.epochs * n_train / config.batch_size))
 
 
-def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=None):
+def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=None,
+                name=None, folds=None):
   """Trains one stage (resuming from its checkpoint) -> (params, finished).
 
   max_steps stops early (as a kill would) without marking the stage finished; tests use it.
+  name: its folder under workdir and its name in logs and fault points ('stage<k>'; a
+  cross-fitting fold's 'fold<f>/stage<k>'). folds: the learner's fold members
+  (`data.batches.FoldStream`).
   """
-  stage_dir = pathlib.Path(workdir) / f'stage{stage}'
+  name = name or f'stage{stage}'
+  stage_dir = pathlib.Path(workdir) / name
   total = num_steps(config, stage, len(train_images))
   step_fn = train_step(stage, config, mesh, total)
   state = parallel.replicate(step_fn.init_state(), mesh)
@@ -157,11 +168,13 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
     files.truncate_jsonl(log_path, start)
   end = total if max_steps is None else min(total, max_steps)
   frozen = parallel.replicate(frozen, mesh)
-  bar = tqdm.tqdm(total=total, initial=start, desc=f'stage {stage} ({step_fn.net})',
+  label = f'{name.replace("stage", "stage ")} ({step_fn.net})'
+  bar = tqdm.tqdm(total=total, initial=start, desc=label,
                   disable=not is_main, mininterval=1.0, dynamic_ncols=True)
   batches = batches_lib.prefetch_to_device(train_images, config.batch_size, config.data.seed,
                                            start, end, mesh, state=data_state,
-                                           read_threads=config.data.read_threads)
+                                           read_threads=config.data.read_threads,
+                                           folds=folds)
   t0, n_img = time.perf_counter(), 0
   done, saved, stop = start, start, None
   board = _board(config, stage_dir) if is_main else None
@@ -179,14 +192,14 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
         if board:
           for key, value in rec.items():
             if key != 'step':
-              board.add_scalar(f'stage{stage}/{key}', float(np.mean(value)), done)
+              board.add_scalar(f'{name}/{key}', float(np.mean(value)), done)
         loss = np.mean(m['loss'])
         bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{n_img / dt:.1f}')
         t0, n_img = time.perf_counter(), 0
-      faults.point(f'stage{stage}:step{done}')
+      faults.point(f'{name}:step{done}')
       stop = request.requested() and request.signum
       if done % config.ckpt_every == 0 or done == end or stop:
-        checkpoints.save(mgr, state, stage, data_state)
+        checkpoints.save(mgr, state, name, data_state)
         saved = done
       bar.update(1)
       if stop:
@@ -197,11 +210,9 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
   bar.close()
   mgr.close()
   if is_main and done == total:
-    figures.training_curves(stage_dir / 'curves.png', files.read_jsonl(log_path),
-                            f'stage {stage} ({step_fn.net})')
+    figures.training_curves(stage_dir / 'curves.png', files.read_jsonl(log_path), label)
   if stop:
-    raise stops.Stopped(f'stopped at stage {stage} ({step_fn.net}) step {saved}; the same '
-                        'command resumes', stop)
+    raise stops.Stopped(f'stopped at {label} step {saved}; the same command resumes', stop)
   return state['params'], end == total
 
 
@@ -227,6 +238,25 @@ def frozen_inputs(stage, params, config):
   return frozen
 
 
+def _train_folds(plan, config, workdir, train_images, fold_of, mesh, max_steps):
+  """Cross-fitting: every first-level stage once per fold f on the images outside f ->
+  {net: params stacked over the folds}, or None when stopped early."""
+  per_fold = []
+  for f in range(plan.folds):
+    images = crossfit.Subset(train_images, np.flatnonzero(fold_of != f), f'not fold {f}')
+    params = {}
+    for stage in plan.first_level:
+      name = f'fold{f}/stage{stage}'
+      params[methods.stage(config, stage).net], finished = train_stage(
+          stage, config, workdir, images, frozen_inputs(stage, params, config), mesh,
+          max_steps, name=name)
+      if not finished:
+        return None
+      faults.point(f'after-{name}')
+    per_fold.append(params)
+  return crossfit.stack(per_fold)
+
+
 def train(config, workdir, mesh=None, dataset=None, max_steps=None):
   """Runs the configured stages in order (each resuming), then writes the model bundle."""
   with lock.hold(workdir, 'train'):
@@ -247,11 +277,20 @@ def _train(config, workdir, mesh, dataset, max_steps):
     if not len(dataset.val):
       print(f'warning: no held-out normal images ({threshold.no_heldout_reason(config, dataset)})'
             ': the run will have no decision threshold and no validation.json', flush=True)
-  params = {}
+  params, plan = {}, crossfit.plan(config)
   for stage in config.stages:
-    frozen = frozen_inputs(stage, params, config)
+    frozen, folds = frozen_inputs(stage, params, config), None
+    if plan and stage in plan.learners:
+      if 'folds' not in params:
+        fold_of = crossfit.record(workdir, config, len(dataset.train))
+        params['folds'] = _train_folds(plan, config, workdir, dataset.train, fold_of, mesh,
+                                       max_steps)
+        if params['folds'] is None:
+          return None
+      folds = crossfit.members(fold_of)
+      frozen.update({net: params['folds'][net] for net in methods.stage(config, stage).reads})
     params[methods.stage(config, stage).net], finished = train_stage(
-        stage, config, workdir, dataset.train, frozen, mesh, max_steps)
+        stage, config, workdir, dataset.train, frozen, mesh, max_steps, folds=folds)
     if not finished:
       return None  # stopped early, as an interrupted run would be
     faults.point(f'after-stage{stage}')

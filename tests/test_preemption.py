@@ -8,18 +8,27 @@ import subprocess
 import sys
 
 import chex
+import numpy as np
 import pytest
 
 from conftest import ROOT
-from rcae_jax import checkpoints, files
+from rcae_jax import checkpoints, crossfit, files
+from rcae_jax import config as config_lib
+from rcae_jax.data import batches
 
 _SET = ['data.resolution=16', 'model.depth=2', 'stage1.steps=6', 'stage2.steps=4',
         'stage3.steps=4', 'log_every=1', 'ckpt_every=2']
+# The killed runs are cross-fitted (two folds): stages 1-2 on every image, then once per fold
+# on the other fold (fold<f>/stage<k>/), then stage 3 on out-of-fold reconstructions; the
+# plain path is the same code without the fold stages.
+_CROSSFIT = ['crossfit.folds=2']
 # where the kills land, in the order one run meets them: inside stage 1 between saves, with
-# stage 1's step-4 save in flight, between stages, inside stages 2 and 3 (the latter with
-# a save in flight), between the bundle's params and its config, and in the middle of
-# writing validation.json
-KILLS = ('stage1:step3', 'stage1:saving4', 'after-stage1', 'stage2:step3', 'stage3:saving2',
+# stage 1's step-4 save in flight, between stages, inside stage 2, inside a fold's stage 1,
+# with a fold's stage-2 save in flight, between the folds, inside stage 3 with a save in
+# flight, between the bundle's params and its config, and in the middle of writing
+# validation.json
+KILLS = ('stage1:step3', 'stage1:saving4', 'after-stage1', 'stage2:step3', 'fold0/stage1:step5',
+         'fold0/stage2:saving2', 'after-fold0/stage2', 'fold1/stage1:step3', 'stage3:saving2',
          'bundle', 'write:validation.json')
 
 
@@ -48,13 +57,16 @@ def _cli(args, kill_at=None, timeout=300):
 
 def _train(workdir, cache, kill_at=None):
   return _cli(['train', '--config', 'tiny', '--workdir', str(workdir), '--set', *_SET,
-               f'data.cache_dir={cache}'], kill_at)
+               *_CROSSFIT, f'data.cache_dir={cache}'], kill_at)
+
+
+_STAGES = ('stage1', 'stage2', 'fold0/stage1', 'fold0/stage2', 'fold1/stage1', 'fold1/stage2',
+           'stage3')
 
 
 def _losses(workdir):
-  return {s: [(r['step'], r['loss']) for r in files.read_jsonl(workdir / f'stage{s}' /
-                                                                 'metrics.jsonl')]
-          for s in (1, 2, 3)}
+  return {s: [(r['step'], r['loss']) for r in files.read_jsonl(workdir / s / 'metrics.jsonl')]
+          for s in _STAGES}
 
 
 def _killed(proc, point):
@@ -78,13 +90,48 @@ def test_killed_at_every_point_resumes_exactly(uninterrupted):
   proc = _train(wd, cache)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert _losses(wd) == _losses(ref)
-  assert [s for s, _ in _losses(wd)[1]] == list(range(1, 7))  # each step logged once
+  assert [s for s, _ in _losses(wd)['stage1']] == list(range(1, 7))  # each step logged once
+  assert [s for s, _ in _losses(wd)['fold1/stage1']] == list(range(1, 7))
   _, params = checkpoints.load_bundle(wd)
   chex.assert_trees_all_equal(params, checkpoints.load_bundle(ref)[1])
   for name in ('validation.json', 'calibration.json'):
     assert json.loads((wd / name).read_text()) == json.loads((ref / name).read_text()), name
   leftovers = [p.name for p in wd.rglob('*') if '.tmp' in p.name or 'tmp' in p.suffix]
   assert not leftovers, leftovers
+
+
+def test_crossfitted_stage3_learns_only_from_out_of_fold_reconstructions(uninterrupted):
+  """Which model reconstructed which image: fold f's networks trained on crossfit.json's
+  trained_on[f] (the stream each read, recomputed), and every stage-3 step read a batch of
+  fold-f images only, through fold f's networks (the 'fold' its step logged)."""
+  ref = uninterrupted / 'ref'
+  info = json.loads((ref / 'crossfit.json').read_text())
+  fold_of = np.asarray(info['fold_of_image'])
+  assert info['folds'] == 2 and abs(int((fold_of == 0).sum()) - int((fold_of == 1).sum())) <= 1
+  members = crossfit.members(fold_of)
+  config = config_lib.load_config('tiny', [*_SET, *_CROSSFIT])
+  b = config.batch_size
+  for f in (0, 1):
+    trained_on = np.asarray(info['trained_on'][f'fold{f}'])
+    np.testing.assert_array_equal(trained_on, np.flatnonzero(fold_of != f))
+    steps = len(files.read_jsonl(ref / f'fold{f}' / 'stage1' / 'metrics.jsonl'))
+    seen = trained_on[batches.batch_indices(len(trained_on), b * steps, config.data.seed, 0)]
+    assert not set(seen.tolist()) & set(members[f].tolist())
+  stream = batches.FoldStream(np.zeros((len(fold_of), 1)), config.data.seed, b, members)
+  records = files.read_jsonl(ref / 'stage3' / 'metrics.jsonl')
+  assert [r['fold'] for r in records] == [float(r['step'] - 1) % 2 for r in records]
+  for r in records:
+    s = r['step'] - 1
+    read = [stream.image_index(p) for p in range(s * b, (s + 1) * b)]
+    assert {fold for _, fold in read} == {r['fold']}
+    assert {i for i, _ in read} <= set(members[int(r['fold'])].tolist())
+    assert not {i for i, _ in read} & set(info['trained_on'][f'fold{int(r["fold"])}'])
+  val = json.loads((ref / 'validation.json').read_text())
+  assert 'out-of-fold' in val['normal_gap']['train_scored_by']
+  assert set(val['crossfit_infer']) == {'full', 'folds'}
+  assert val['crossfit_infer']['full'] == {k: v for k, v in val['metrics'].items()
+                                           if k != 'bounds'}
+  assert val['crossfit_infer']['folds'] != val['crossfit_infer']['full']
 
 
 def test_evaluate_killed_while_writing_is_rerun_cleanly(uninterrupted):

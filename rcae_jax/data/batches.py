@@ -29,8 +29,9 @@ _INDEX_MOD = 2 ** 31 - 1  # per-example seeds are int32: positions wrap here
 
 
 @functools.lru_cache(maxsize=8)
-def _permutation(n, seed, epoch):
-  return np.random.default_rng((seed, epoch)).permutation(n)
+def _permutation(n, seed, epoch, fold=None):
+  key = (seed, epoch) if fold is None else (seed, epoch, 0xF01D, fold)
+  return np.random.default_rng(key).permutation(n)
 
 
 def batch_positions(step, global_batch):
@@ -79,6 +80,40 @@ class Stream:
     return f'Stream(images={describe(self.images)}, seed={self.seed})'
 
 
+class FoldStream(Stream):
+  """The cross-fitted learner's stream (`rcae_jax/crossfit.py`): the batch of step s comes
+  from fold s mod K alone, read from that fold's own endless stream of fresh permutations,
+  so one fold's frozen networks serve the whole batch on every device. Examples carry their
+  'fold'."""
+
+  def __init__(self, images, seed, global_batch, folds):
+    super().__init__(images, seed)
+    self.global_batch = global_batch
+    self.folds = [np.asarray(f, np.int64) for f in folds]
+    if not all(len(f) for f in self.folds):
+      raise ValueError('every fold needs at least one image')
+
+  def image_index(self, position):
+    """-> (index into images, fold) of a stream position."""
+    step, j = divmod(int(position), self.global_batch)
+    fold = step % len(self.folds)
+    members = self.folds[fold]
+    epoch, i = divmod((step // len(self.folds)) * self.global_batch + j, len(members))
+    return int(members[_permutation(len(members), self.seed, epoch, fold)[i]]), fold
+
+  def __getitem__(self, position):
+    i, fold = self.image_index(position)
+    trace.record('reads', position)
+    return {'image': np.asarray(self.images[i]), 'index': np.int32(position % _INDEX_MOD),
+            'fold': np.int32(fold)}
+
+  def __repr__(self):
+    sizes = [len(f) for f in self.folds]
+    digest = hash(tuple(int(i) for f in self.folds for i in f[:64])) & 0xffffffff
+    return (f'FoldStream(images={describe(self.images)}, seed={self.seed}, '
+            f'batch={self.global_batch}, folds={sizes}:{digest:08x})')
+
+
 class HostSlices:
   """grain sampler: index g = k * P + p (grain's share for process p of P) -> the stream
   position of the k-th example process p reads (its slice of each global batch, in order)."""
@@ -104,10 +139,13 @@ class HostSlices:
     return f'HostSlices(global_batch={self.global_batch}, num_processes={self.num_processes})'
 
 
-def loader(images, global_batch, seed, read_threads=4):
-  """The grain DataLoader of this process's batches, from step 0 on."""
+def loader(images, global_batch, seed, read_threads=4, folds=None):
+  """The grain DataLoader of this process's batches, from step 0 on (with `folds`, the
+  indices of each fold's images: a `FoldStream`)."""
+  source = (Stream(images, seed) if folds is None
+            else FoldStream(images, seed, global_batch, folds))
   return grain.DataLoader(
-      data_source=Stream(images, seed),
+      data_source=source,
       sampler=HostSlices(global_batch, jax.process_count()),
       operations=[grain.Batch(global_batch // jax.process_count(), drop_remainder=True)],
       worker_count=0,
@@ -131,12 +169,12 @@ class DataPositionError(RuntimeError):
 
 
 def prefetch_to_device(images, global_batch, seed, start_step, end_step, mesh, depth=2,
-                       state=None, read_threads=4):
+                       state=None, read_threads=4, folds=None):
   """Yields (sharded device batch, grain state after it) for steps start..end-1.
 
   `state` (bytes, from a checkpoint) restores grain's iterator; it must point at start_step.
   """
-  data_loader = loader(images, global_batch, seed, read_threads)
+  data_loader = loader(images, global_batch, seed, read_threads, folds)
   it = iter(data_loader)
   if start_step:
     it.set_state(state if state is not None else state_at(data_loader, start_step, global_batch))

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import scipy.stats
 
-from rcae_jax import anomalies, files, inference, methods, metrics, suppression
+from rcae_jax import anomalies, crossfit, files, inference, methods, metrics, suppression
 from rcae_jax import config as config_lib
 
 BORDER_PX = 8  # "near the border" for border_share
@@ -100,8 +100,8 @@ class _Scored:
 
 def run(ctx):
   """-> validation.json's content: {'n_images', 'metrics', 'suppression', 'border_share',
-  'border_px', 'score_choices'} and, with crd_anomaly.holdout, 'holdout'; None without
-  held-out images. Reads the saved file when ctx.reuse_saved.
+  'border_px', 'score_choices', 'normal_gap'} and, with crd_anomaly.holdout, 'holdout',
+  cross-fitted, 'crossfit_infer'; None without held-out images. Reads the saved file when ctx.reuse_saved.
 
   Streamed batch by batch (host memory holds one batch and the histograms): the configured
   detector, and the reconstruction-error detector with its suppression per depth;
@@ -156,6 +156,8 @@ def run(ctx):
                                                     holdout):
       held.add(idx, inference.run(config, ctx.params, images), masks)
     info['holdout'] = {'families': list(holdout), 'metrics': _plain(held.metrics())}
+  if crossfit.folds(config) and 'folds' in ctx.params:
+    info['crossfit_infer'] = _infer_modes(ctx, info['metrics'])
   if ctx.write and ctx.is_main:
     files.write_json(path, info)
     print('validation (held-out normals + pseudo-anomalies): ' + ', '.join(
@@ -164,6 +166,24 @@ def run(ctx):
       print(f'validation on the held-out families {holdout} only: ' + ', '.join(
           f'{k} {info["holdout"]["metrics"][k]:.1f}' for k in metrics.METRICS), flush=True)
   return info
+
+
+def _infer_modes(ctx, configured):
+  """A cross-fitted run's detector metrics on the same validation set under each
+  crossfit.infer ('full': the first-level networks trained on every image; 'folds': the K
+  fold models, maps averaged), so the choice between them is made here, not on test."""
+  config, out = ctx.config, {}
+  n, bits = 2 * len(ctx.dataset.val), config.get('eval_pixel_bits', 0)
+  for mode in crossfit.INFER:
+    if mode == config.crossfit.infer:
+      out[mode] = _plain(configured)
+      continue
+    cfg = config_lib.apply_overrides(config, [f'crossfit.infer={mode}'])
+    scored = _Scored(n, bits)
+    for idx, images, masks, _ in validation_batches(cfg, ctx.dataset.val, config.data.seed):
+      scored.add(idx, inference.run(cfg, ctx.params, images), masks)
+    out[mode] = _plain(scored.metrics())
+  return out
 
 
 MAX_GAP_TRAIN = 512  # training normals scored for normal_gap (evenly spaced beyond this)
@@ -190,21 +210,44 @@ def gap(train_scores, train_map_p99, held_scores, held_map_p99):
           'ks': ks}
 
 
-def _scores_and_p99(ctx, images):
+def _scores_and_p99(ctx, images, params=None, config=None):
   scores, p99 = np.empty(len(images)), np.empty(len(images))
-  for idx, out in ctx.stream(images):
+  stream = (ctx.stream(images) if params is None else
+            inference.batches(config or ctx.config, params, images))
+  for idx, out in stream:
     scores[idx] = out['score']
     p99[idx] = np.percentile(out['map'].reshape(len(idx), -1), 99, axis=1)
   return scores, p99
 
 
+def _out_of_fold(ctx, images, pick):
+  """Scores and map p99s of training images `pick` as the cross-fitted learner saw them in
+  training: through the first-level networks of each image's own fold."""
+  fold_of = np.asarray(files.read_json(ctx.workdir / 'crossfit.json')['fold_of_image'])[pick]
+  full = config_lib.apply_overrides(ctx.config, ['crossfit.infer=full'])
+  scores, p99 = np.empty(len(pick)), np.empty(len(pick))
+  for f in np.unique(fold_of):
+    at = np.flatnonzero(fold_of == f)
+    scores[at], p99[at] = _scores_and_p99(ctx, images[at], crossfit.of_fold(ctx.params, int(f)),
+                                          full)
+  return scores, p99
+
+
 def normal_gap(ctx):
   """`gap` between the training normals (up to MAX_GAP_TRAIN, evenly spaced) and the
-  held-out normals, scored by the run's detector."""
+  held-out normals, scored by the run's detector. Cross-fitted, the training normals are
+  scored as the learner saw them (each through its own fold's networks): the gap is then
+  between the learner's training inputs and held-out ones, what cross-fitting is meant to
+  close ('train_scored_by')."""
   train = ctx.dataset.train
   pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), MAX_GAP_TRAIN)).astype(int))
-  return gap(*_scores_and_p99(ctx, np.asarray(train[pick])),
-             *_scores_and_p99(ctx, ctx.dataset.val))
+  images = np.asarray(train[pick])
+  if crossfit.folds(ctx.config) and 'folds' in ctx.params:
+    out = gap(*_out_of_fold(ctx, images, pick), *_scores_and_p99(ctx, ctx.dataset.val))
+    return {**out, 'train_scored_by': 'each image\'s out-of-fold networks (as the learner '
+                                      'saw it in training)'}
+  return {**gap(*_scores_and_p99(ctx, images), *_scores_and_p99(ctx, ctx.dataset.val)),
+          'train_scored_by': 'the run\'s networks'}
 
 
 def _plain(m):

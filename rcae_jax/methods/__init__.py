@@ -67,7 +67,10 @@ class Method:
 # Read by every stage of every method.
 COMMON_KEYS = ('seed', 'method', 'data.', 'batch_size', 'grad_weight', 'model.dtype')
 # Read after training only: how maps are scored and which stages make up the model.
-EVAL_KEYS = ('score.', 'stages', 'eval_pixel_bits')
+EVAL_KEYS = ('score.', 'stages', 'eval_pixel_bits', 'crossfit.infer')
+# Read by every stage that reads another's network: with cross-fitting such a stage trains on
+# out-of-fold outputs (rcae_jax/crossfit.py).
+CROSSFIT_KEYS = ('crossfit.folds',)
 # Change no computation, only how a run is logged, saved, fed or where its data lies.
 BOOKKEEPING = ('log_every', 'log.tensorboard', 'ckpt_every', 'eval_batch_size',
                'data.cache_dir', 'data.root', 'data.prepared_dir', 'data.read_threads')
@@ -158,7 +161,8 @@ def stage_keys(method, k):
   """The config keys stage k's computation reads: its group, its keys, the method's, and
   those of every stage whose network it reads (transitively)."""
   s = method.stages[k - 1]
-  keys = [f'{s.group}.', *s.keys, *method.keys, *COMMON_KEYS]
+  keys = [f'{s.group}.', *s.keys, *method.keys, *COMMON_KEYS,
+          *(CROSSFIT_KEYS if s.reads else ())]
   for net in s.reads:
     j = next(j for j, t in enumerate(method.stages, 1) if t.net == net)
     keys += stage_keys(method, j)
