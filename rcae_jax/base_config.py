@@ -72,7 +72,7 @@ def get_config():
   c.fae.dilations = (1, 2, 4, 8)  # residual dilated 3x3 convs in the bottleneck
   c.fae.epochs, c.fae.steps, c.fae.lr = 1500, 0, 1e-4
   c.fae.restore, c.fae.noise, c.fae.region_weight = True, 0.04, 1.0
-  c.fae.schedule, c.fae.flip, c.fae.jitter = 'constant', '', 0.0
+  c.fae.schedule, c.fae.flip, c.fae.jitter, c.fae.weight_decay = 'constant', '', 0.0, 0.0
 
   # Which of the method's stages make up the model, by position: RcAE (1,) = RcAE alone,
   # (1, 2) = +DPN, (1, 2, 3) = full; FAE (1,).
@@ -91,14 +91,17 @@ def get_config():
   # flip: '' | h | v | hv, random left-right / top-bottom flips of the training images
   # (rcae_jax/augment.py; only where the product is symmetric)
   # jitter: each training image's grey level times exp(U[-jitter, jitter]), clipped (0 = off)
+  # weight_decay: AdamW's decoupled decay of the stage's weights (0 = Adam, the paper's)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant', flip='', jitter=0.0))
+                                            schedule='constant', flip='', jitter=0.0,
+                                            weight_decay=0.0))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
-                                            schedule='constant', flip='', jitter=0.0))
+                                            schedule='constant', flip='', jitter=0.0,
+                                            weight_decay=0.0))
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
-                                            flip='', jitter=0.0))
+                                            flip='', jitter=0.0, weight_decay=0.0))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
   # Cross-fitting (rcae_jax/crossfit.py): folds = K >= 2 trains the stages a later stage reads
   # (RcAE's 1-2) once more per fold on the other folds' images, and the last stage (the CRD)

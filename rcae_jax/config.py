@@ -217,6 +217,7 @@ def validate(c):
     need(st.flip in augment.MODES, f'{spec.group}.flip={st.flip!r} is not one of {augment.MODES}')
     need(st.steps > 0 or st.epochs > 0, f'{spec.group}: steps or epochs must be > 0')
     need(st.lr > 0, f'{spec.group}.lr must be > 0')
+    need(st.get('weight_decay', 0.0) >= 0, f'{spec.group}.weight_decay must be >= 0')
     need(0 <= st.jitter < 1,
          f'{spec.group}.jitter={st.jitter} must be in [0, 1) (a log-gain range)')
   sources = [s.source for _, s in methods.active(c) if s.source]

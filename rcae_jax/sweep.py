@@ -289,11 +289,14 @@ def _write_tables(workdir, preset, rows, cats, validation_only=False):
            'Validation, for choosing (never the test set): the detector\'s I-AUROC and AUPRO, '
            'the share (%) of normal maps peaking within 8 px of the border, the normal gap '
            '(held-out / training normals\' 99th-percentile image score, and the KS statistic of '
-           'the two score sets: 1 and 0 when the detector judges both alike), the same metrics '
+           'the two score sets: 1 and 0 when the detector judges both alike), a cross-fitted '
+           'run\'s metrics with its fold models averaged (`crossfit.infer=folds`; – when not '
+           'cross-fitted), the same metrics '
            'on the pseudo-anomaly families the CRD never saw (`crd_anomaly.holdout`; – when '
            'none), and I-AUROC under each image score / smoothing:', '',
            tables.markdown(['variant', 'val I-AUROC', 'val AUPRO', 'border share %',
                             'normal gap p99 ratio', 'normal gap KS',
+                            'fold models I-AUROC', 'fold models AUPRO',
                             'held-out families I-AUROC', 'held-out families AUPRO',
                             *[f'I-AUROC, {name}' for name in validation.SCORE_CHOICES]],
                            choice_rows)]

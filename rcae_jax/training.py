@@ -41,10 +41,13 @@ def learning_rate(stage_config, total_steps=None):
 
 
 def optimizer(stage_config, total_steps=None):
-  """Adam at `learning_rate`. The step count lives in the optimizer state, so a resumed
-  stage continues the same schedule."""
-  return optax.inject_hyperparams(optax.adam)(
-      learning_rate=learning_rate(stage_config, total_steps))
+  """Adam at `learning_rate`, or AdamW with stageK.weight_decay > 0. The step count lives
+  in the optimizer state, so a resumed stage continues the same schedule."""
+  lr = learning_rate(stage_config, total_steps)
+  decay = stage_config.get('weight_decay', 0.0)
+  if decay:
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=lr, weight_decay=decay)
+  return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
 
 
 def variant_of_step(config, stage, step):

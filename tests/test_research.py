@@ -205,3 +205,12 @@ def test_defect_visibility_known_answers(tmp_path, capsys):
   assert '--ring must be at least 1, got 0' in capsys.readouterr().err
   with pytest.raises(SystemExit, match='does not exist'):
     defect_visibility.main(['--data', f'folder:{tmp_path / "none"}', '--out', str(out)])
+
+
+def test_a_table_row_with_more_cells_than_its_header_is_refused():
+  """A column added to the cells but not the header would shift every later cell under the
+  wrong name (it did, once, in the sweep's validation table)."""
+  from rcae_jax import tables  # pylint: disable=g-import-not-at-top
+  assert tables.markdown(['a', 'b'], [['x', 1.0]]).splitlines()[-1] == '| x | 1.0 |'
+  with pytest.raises(ValueError, match="header's 2 cells"):
+    tables.markdown(['a', 'b'], [['x', 1.0, 2.0]])

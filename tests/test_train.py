@@ -216,3 +216,17 @@ def test_cosine_schedule_decays_to_zero_over_the_stage(tmp_path):
       np.testing.assert_allclose(float(lr(k) if callable(lr) else lr), expect(k), atol=1e-7)
   with pytest.raises(ValueError, match='total steps'):
     training.optimizer(config.stage3)
+
+
+def test_weight_decay_is_decoupled_and_off_by_default(tmp_path):
+  """stageK.weight_decay=d: with a zero gradient an update moves each weight by -lr d w
+  (AdamW's decoupled decay); 0 is plain Adam: the weight stays."""
+  params = {'w': jnp.array([1.0, -2.0, 4.0])}
+  zero = {'w': jnp.zeros(3)}
+  for decay in (0.0, 0.05):
+    stage = _stage_config(tmp_path, 'stage3.lr=0.01', f'stage3.weight_decay={decay}').stage3
+    tx = training.optimizer(stage)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    np.testing.assert_allclose(updates['w'], -0.01 * decay * params['w'], rtol=1e-6, atol=0)
+  with pytest.raises(config_lib.ConfigError, match='stage3.weight_decay must be >= 0'):
+    _stage_config(tmp_path, 'stage3.weight_decay=-1.0')

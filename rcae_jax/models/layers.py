@@ -23,15 +23,25 @@ def reflect_pad(x, pads):
 def conv(features, kernel=(3, 3), strides=(1, 1), padding='SAME', dilation=1,
          dtype=jnp.float32, **kwargs):
   """nn.Conv (created here, in the calling module's scope: same parameter names), with
-  'REFLECT' padding done by `reflect_pad`: identical results to nn.Conv's own (tested)."""
+  'REFLECT' padding done by `reflect_pad`: identical results to nn.Conv's own (tested).
+
+  The reflect-padded input is convolved with one stride of zero padding more on each side
+  and the extra output row/column on each side cropped: the same numbers as a 'VALID'
+  convolution of it, bit for bit (forward and gradients), but XLA:CPU runs unpadded
+  convolutions on a slow path: 3.2x slower forward, 2.3x backward for a 3x3 conv with 32
+  input channels at 64² (docs/benchmarks.md, "Reflect padding")."""
   if padding != 'REFLECT':
     return nn.Conv(features, kernel, strides, padding=padding, kernel_dilation=dilation,
                    dtype=dtype, **kwargs)
-  layer = nn.Conv(features, kernel, strides, padding='VALID', kernel_dilation=dilation,
-                  dtype=dtype, **kwargs)
+  layer = nn.Conv(features, kernel, strides, padding=[(s, s) for s in strides],
+                  kernel_dilation=dilation, dtype=dtype, **kwargs)
   dilated = [(k - 1) * dilation + 1 for k in kernel]
   pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in dilated] + [(0, 0)]
-  return lambda x: layer(reflect_pad(x, pads))
+
+  def apply(x):
+    y = layer(reflect_pad(x, pads))
+    return y[:, 1:-1, 1:-1]
+  return apply
 
 
 class ConvNormAct(nn.Module):
