@@ -29,16 +29,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rcae_jax import checkpoints, evaluators, figures, files, inference, tables  # pylint: disable=wrong-import-position
+from rcae_jax import checkpoints, evaluators, figures, files, inference, sizes, tables  # pylint: disable=wrong-import-position
 from rcae_jax.evaluators import validation  # pylint: disable=wrong-import-position
 
 QUANTITIES = ('image_mean', 'image_contrast', 'recon_error', 'map_p99', 'argmax_share')
 
 
-def distance_to_border(side):
-  """(side, side) int: each pixel's distance to the nearest image edge (0 on the edge)."""
-  yy, xx = np.mgrid[:side, :side]
-  return np.minimum.reduce([yy, xx, side - 1 - yy, side - 1 - xx])
+def distance_to_border(h, w=None):
+  """(h, w) int (w = h: a square): each pixel's distance to the nearest image edge (0 on the
+  edge)."""
+  w = h if w is None else w
+  yy, xx = np.mgrid[:h, :w]
+  return np.minimum.reduce([yy, xx, h - 1 - yy, w - 1 - xx])
 
 
 def local_contrast(grey):
@@ -54,10 +56,9 @@ def profile(images, out, rings):
 
   images: uint8 (B, H, W, C); out: inference outputs with the sequences (only the last
   reconstruction is read)."""
-  side = images.shape[1]
-  dist = distance_to_border(side)
+  dist = distance_to_border(*images.shape[1:3])
   if rings < 1 or not (dist >= rings).any():
-    raise ValueError(f'rings={rings}: a {side}² image has no pixel {rings} px or more from '
+    raise ValueError(f'rings={rings}: a {sizes.label(images.shape[1:3])} image has no pixel {rings} px or more from '
                      'its border; use fewer rings')
   where = [dist == k for k in range(rings)] + [dist >= rings]
   grey = images.astype(np.float64).mean(-1)
@@ -78,13 +79,14 @@ def profile(images, out, rings):
 def measure(run_dir, n_train=256, rings=None):
   """-> {'rings', 'border_px', 'uniform_border_share', 'train': profile, 'held_out': profile}."""
   ctx = evaluators.Context.of_run(run_dir, need_test=False)
-  cfg, side = ctx.config, ctx.config.data.resolution
-  rings = rings or min(16, (side - 1) // 2)  # some interior left at any size
+  cfg = ctx.config
+  size = sizes.image_size(cfg)
+  rings = rings or min(16, (min(size) - 1) // 2)  # some interior left at any size
   train = np.asarray(ctx.dataset.train)
   pick = np.linspace(0, len(train) - 1, min(n_train, len(train))).round().astype(int)
   sets = {'train': train[np.unique(pick)], 'held_out': np.asarray(ctx.dataset.val)}
   result = {'rings': rings, 'border_px': validation.BORDER_PX,
-            'uniform_border_share': validation.uniform_border_share(side)}
+            'uniform_border_share': validation.uniform_border_share(size)}
   for name, images in sets.items():
     if not len(images):
       continue

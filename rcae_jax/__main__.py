@@ -32,12 +32,15 @@ def _parser():
   p.add_argument('--process-id', type=int, default=None)
   _add_data(p)
   p = sub.add_parser('prepare', help='write a category as TFDS array_record at the config\'s '
-                     'resolution (then train/evaluate with --set data.source=prepared)')
+                     'data.size (then train/evaluate with --set data.source=prepared)')
   p.add_argument('--config', default='base')
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   _add_data(p)
   p = sub.add_parser('evaluate', help="score a run's test set")
   p.add_argument('--workdir', required=True)
+  p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                 help='scoring, inference and data-location keys only (score.*, infer.*, '
+                      'data.root, ...): e.g. infer.tile=256 infer.overlap=32')
   _add_data(p)
   p = sub.add_parser('predict', help='anomaly maps + decisions for images or folders')
   p.add_argument('--workdir', required=True)
@@ -58,7 +61,8 @@ def _parser():
   p.add_argument('--what', default=None,
                  help='comma list of train1,train2,train3,infer,input (default: the '
                       "method's train steps and infer)")
-  p.add_argument('--resolution', type=int, nargs='*', default=None)
+  p.add_argument('--size', '--resolution', nargs='*', default=None, metavar='S|HxW',
+                 help='image sizes to time (default: the config\'s data.size): 256 or 128x256')
   p.add_argument('--batch', type=int, default=None)
   p.add_argument('--dtype', nargs='*', choices=('float32', 'bfloat16'), default=None,
                  help='compute dtype(s) to time (default: the config\'s)')
@@ -137,9 +141,11 @@ def _run(args):
           '--set data.source=prepared')
   elif args.cmd == 'evaluate':
     from rcae_jax import api  # pylint: disable=g-import-not-at-top
-    api.evaluate(args.workdir, overrides=_data_overrides(args))
-    print((pathlib.Path(args.workdir) / 'eval' / 'metrics.md').read_text())
-    print(f'wrote {args.workdir}/eval/ (metrics.json, metrics.md, heatmaps.png, sequence_*.png)')
+    overrides = _data_overrides(args) + args.set
+    api.evaluate(args.workdir, overrides=overrides)
+    out = pathlib.Path(args.workdir) / api.eval_name(overrides)
+    print((out / 'metrics.md').read_text())
+    print(f'wrote {out}/ (metrics.json, metrics.md, scores.csv, heatmaps.png, sequence_*.png)')
   elif args.cmd == 'predict':
     from rcae_jax import predict  # pylint: disable=g-import-not-at-top
     predict.predict(args.workdir, args.inputs, args.out)

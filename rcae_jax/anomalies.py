@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rcae_jax import ops
+from rcae_jax import ops, sizes
 
 
 def _grid(h, w):
@@ -282,13 +282,15 @@ def _partners(images):
   return images.reshape((b // 2, 2) + images.shape[1:])[:, ::-1].reshape(images.shape)
 
 
-def one_at_a_time(config):
+def one_at_a_time(config, shape=None):
   """anomaly.batching: 'map' draws the examples one after another (lax.map), so only each
   example's own shape and filler are computed: under vmap `lax.switch` becomes a select
   over every branch, for every example (the curve alone is 16 full-size distance maps).
-  'vmap' is faster at small sizes; 'auto' maps from 512² up."""
+  'vmap' is faster at small sizes; 'auto' maps examples of 512² pixels and more (`shape`:
+  the examples' (h, w); the image size when not given)."""
   b = config.anomaly.get('batching', 'auto')
-  return b == 'map' or (b == 'auto' and config.data.resolution >= 512)
+  h, w = shape or sizes.image_size(config)
+  return b == 'map' or (b == 'auto' and h * w >= 512 * 512)
 
 
 def synthesize_batch(key, images, indices, textures, config, group='crd_anomaly'):
@@ -298,7 +300,7 @@ def synthesize_batch(key, images, indices, textures, config, group='crd_anomaly'
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
   other = _partners(images)
   fn = functools.partial(synthesize, **generator(config, group))
-  if one_at_a_time(config):
+  if one_at_a_time(config, images.shape[1:3]):
     return jax.lax.map(lambda kio: fn(*kio, textures), (keys, images, other))
   return jax.vmap(fn, in_axes=(0, 0, 0, None))(keys, images, other, textures)
 
@@ -307,8 +309,8 @@ _TEXTURE_SOURCES = ('moon', 'coins', 'camera', 'text', 'hubble_deep_field',
                     'immunohistochemistry', 'cell', 'page')
 
 
-def texture_bank(resolution, channels, per_source=2, seed=0, procedural=0):
-  """Texture fillers: (T, H, W, C) float32 in [0, 1].
+def texture_bank(size, channels, per_source=2, seed=0, procedural=0):
+  """Texture fillers: (T, H, W, C) float32 in [0, 1] at size (h, w) (an int: a square).
 
   Real textures: `per_source` random crops of each image shipped in scikit-image
   (deliberately excluding brick/grass/gravel, the built-in dataset's own textures, so the
@@ -319,6 +321,7 @@ def texture_bank(resolution, channels, per_source=2, seed=0, procedural=0):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
+  h, w = sizes.as_pair(size)
   out = []
   for name in _TEXTURE_SOURCES:
     img = np.asarray(getattr(skdata, name)())
@@ -326,26 +329,29 @@ def texture_bank(resolution, channels, per_source=2, seed=0, procedural=0):
       img = np.repeat(img[..., None], 3, axis=-1)
     hh, ww = img.shape[:2]
     for _ in range(per_source):
-      side = int(min(hh, ww) * rng.uniform(0.4, 1.0))
-      y, x = rng.integers(0, hh - side + 1), rng.integers(0, ww - side + 1)
-      crop = Image.fromarray(img[y:y + side, x:x + side, :3]).resize(
-          (resolution, resolution), Image.BILINEAR)
+      side = int(min(hh, ww) * rng.uniform(0.4, 1.0))  # a square's draws, as before
+      if w >= h:  # a box of the target's aspect
+        ch, cw = side, min(ww, round(side * w / h))
+      else:
+        ch, cw = min(hh, round(side * h / w)), side
+      y, x = rng.integers(0, hh - ch + 1), rng.integers(0, ww - cw + 1)
+      crop = Image.fromarray(img[y:y + ch, x:x + cw, :3]).resize((w, h), Image.BILINEAR)
       out.append(np.asarray(crop, np.float32) / 255.0)
   bank = np.stack(out)
   if procedural:
-    bank = np.concatenate([bank, procedural_textures(resolution, procedural, seed)])
+    bank = np.concatenate([bank, procedural_textures((h, w), procedural, seed)])
   if channels == 1:
     bank = bank.mean(axis=-1, keepdims=True)
   return bank
 
 
-def procedural_textures(resolution, n, seed=0):
+def procedural_textures(size, n, seed=0):
   """n textures (n, H, W, 3) in [0, 1], cycling through three kinds: fractal Perlin noise
   (4 octaves), a grating (a sine along a random direction, distorted by Perlin noise) and
   a cellular pattern (distance to the nearest of random seeds); two random colours each."""
   key = jax.random.PRNGKey(seed + 12345)
   rng = np.random.default_rng(seed + 1)
-  h = w = resolution
+  h, w = sizes.as_pair(size)
   yy, xx = (np.asarray(a) for a in _grid(h, w))
   out = []
   for i in range(n):
@@ -360,7 +366,7 @@ def procedural_textures(resolution, n, seed=0):
       warp = np.asarray(perlin(k1, h, w, jnp.full((2,), base)))
       field = np.sin(2 * np.pi * freq * ((yy * np.sin(ang) + xx * np.cos(ang)) / h + 0.3 * warp))
     else:
-      seeds = rng.uniform(0, h, (int(rng.integers(8, 40)), 2))
+      seeds = rng.uniform(0, np.array([h, w]), (int(rng.integers(8, 40)), 2))
       field = np.sqrt(((np.stack([yy, xx], -1)[:, :, None] - seeds) ** 2).sum(-1)).min(-1)
     field = (field - field.min()) / max(np.ptp(field), 1e-6)
     lo = rng.uniform(0.0, 0.5)  # two colours at least 0.3 apart in brightness

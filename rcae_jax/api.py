@@ -13,11 +13,12 @@ at the input's size.
 import dataclasses
 import os
 import pathlib
+import re
 
 import numpy as np
 from PIL import Image
 
-from rcae_jax import checkpoints, inference, parallel
+from rcae_jax import checkpoints, inference, methods, parallel, sizes
 from rcae_jax import config as config_lib
 from rcae_jax.data import common
 from rcae_jax.evaluators import threshold as threshold_lib
@@ -52,8 +53,7 @@ class Detector:
   @property
   def input_shape(self):
     """(H, W, C) the networks run at; other sizes are resized to it."""
-    res = self.config.data.resolution
-    return (res, res, self.config.data.channels)
+    return sizes.image_size(self.config) + (self.config.data.channels,)
 
   def __repr__(self):
     c = self.config
@@ -184,12 +184,37 @@ def train(config='base', data=None, workdir=None, overrides=()):
   return Detector(config, params, threshold_lib.load(workdir), pathlib.Path(workdir))
 
 
+# which data a run is evaluated on (another copy, another category), not what it trained on
+_WHERE_DATA = ('data.name', 'data.root', 'data.category', 'data.source', 'data.prepared_dir',
+               'data.cache_dir', 'data.read_threads')
+
+
+def eval_name(overrides=()):
+  """The folder of a run that `evaluate` writes to: 'eval', or with scoring or inference
+  overrides 'eval_<key=value_...>' (the data's location does not name it), so that scoring
+  a run another way never overwrites its own results."""
+  changed = sorted(o for o in overrides
+                   if not methods.matches(o.partition('=')[0], _WHERE_DATA))
+  if not changed:
+    return 'eval'
+  return 'eval_' + '_'.join(re.sub(r'[^A-Za-z0-9.=+,()-]', '', o) for o in changed)
+
+
 def evaluate(workdir, data=None, overrides=(), n_pictures=8):
   """A finished run's test set through the ON_TEST evaluators (validation, test metrics,
-  pictures: eval/); -> eval/metrics.json's content. With another data= or overrides, the
-  run's own validation.json and calibration are left as they are."""
+  pictures: eval/, or eval_<overrides>/ with scoring or inference overrides: `eval_name`);
+  -> that metrics.json's content. With another data= or overrides, the run's own
+  validation.json and calibration are left as they are."""
   from rcae_jax import evaluators, lock  # pylint: disable=g-import-not-at-top
   overrides = config_lib.data_overrides(data, None) + list(overrides)
+  trained = [o.partition('=')[0] for o in overrides
+             if not methods.matches(o.partition('=')[0], methods.EVAL_KEYS + _WHERE_DATA)]
+  if trained:
+    raise config_lib.ConfigError(
+        f'evaluate: {", ".join(trained)} would change what the networks were trained on; '
+        f'only {", ".join(methods.EVAL_KEYS + _WHERE_DATA)} can be set here (a larger image '
+        'than the training one: train with stageK.crop and data.size)')
   with lock.hold(workdir, 'evaluate', create=False):
-    ctx = evaluators.Context.of_run(workdir, overrides, need_test=True, n_pictures=n_pictures)
+    ctx = evaluators.Context.of_run(workdir, overrides, need_test=True,
+                                    eval_name=eval_name(overrides), n_pictures=n_pictures)
     return evaluators.run(evaluators.ON_TEST, ctx)['test_metrics']

@@ -1,5 +1,9 @@
-"""Augmentation of the training images, per stage: flips (`stageK.flip`) and a random gain
-(`stageK.jitter`).
+"""Augmentation of the training images, per stage: random crops (`stageK.crop`), flips
+(`stageK.flip`) and a random gain (`stageK.jitter`).
+
+Crops let a stage train at a fraction of the whole image's cost while inference runs on
+whole images at `data.size` (every network is fully convolutional): the resolution thin
+defects need, without its training cost.
 
 A few hundred training images let the networks learn each image, edges included: on MTD the
 CRD's high values near the border are 1.2-1.6x the interior's on its training normals and
@@ -37,6 +41,26 @@ def flips(key, images, index, mode):
   if 'v' in mode:
     images = jnp.where(coins[:, 1, None, None, None], images[:, ::-1], images)
   return images
+
+
+def crops(key, images, index, size):
+  """images (B, H, W, C) -> (B, h, w, C): each example's crop at a position drawn uniformly
+  from fold_in(key, index), like `flips` the same on any number of devices or hosts and after
+  a resume. size = (H, W): unchanged."""
+  chex.assert_rank(images, 4)
+  chex.assert_shape(index, (images.shape[0],))
+  (h, w), (hh, ww) = size, images.shape[1:3]
+  if (h, w) == (hh, ww):
+    return images
+  if h > hh or w > ww:
+    raise ValueError(f'crop {(h, w)} does not fit in images of {(hh, ww)}')
+
+  def one(i, image):
+    ky, kx = jax.random.split(jax.random.fold_in(key, i))
+    y = jax.random.randint(ky, (), 0, hh - h + 1)
+    x = jax.random.randint(kx, (), 0, ww - w + 1)
+    return jax.lax.dynamic_slice(image, (y, x, 0), (h, w, image.shape[-1]))
+  return jax.vmap(one)(index, images)
 
 
 def gains(key, images, index, strength):

@@ -21,7 +21,10 @@ def get_config():
   c.data.name = 'builtin'        # builtin | mvtec | visa | mtd | folder
   c.data.root = ''               # dataset root (not needed for builtin)
   c.data.category = ''           # one category per run ('' = the only/first one)
-  c.data.resolution = 256        # square side the images are resized to
+  # (height, width) every image is resized to (an int or (s,) = a square); `data.resolution`
+  # is its older name for a square, read into it (rcae_jax/sizes.py)
+  c.data.size = (256, 256)
+  c.data.resolution = None
   c.data.channels = 3            # 1 or 3: grayscale data is widened to 3, RGB kept
   c.data.val_fraction = 0.1      # normal train images held out for calibration
   c.data.train_fraction = 1.0    # ablation "10 % of the training data" = 0.1
@@ -73,6 +76,7 @@ def get_config():
   c.fae.epochs, c.fae.steps, c.fae.lr = 1500, 0, 1e-4
   c.fae.restore, c.fae.noise, c.fae.region_weight = True, 0.04, 1.0
   c.fae.schedule, c.fae.flip, c.fae.jitter, c.fae.weight_decay = 'constant', '', 0.0, 0.0
+  c.fae.crop = ()
 
   # Which of the method's stages make up the model, by position: RcAE (1,) = RcAE alone,
   # (1, 2) = +DPN, (1, 2, 3) = full; FAE (1,).
@@ -92,16 +96,18 @@ def get_config():
   # (rcae_jax/augment.py; only where the product is symmetric)
   # jitter: each training image's grey level times exp(U[-jitter, jitter]), clipped (0 = off)
   # weight_decay: AdamW's decoupled decay of the stage's weights (0 = Adam, the paper's)
+  # crop: train on random (h, w) (or s x s) crops of the data.size images, the position drawn
+  # from the stream position like the flips; validation and test see whole images (() = off)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
                                             schedule='constant', flip='', jitter=0.0,
-                                            weight_decay=0.0))
+                                            weight_decay=0.0, crop=()))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
                                             schedule='constant', flip='', jitter=0.0,
-                                            weight_decay=0.0))
+                                            weight_decay=0.0, crop=()))
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
-                                            flip='', jitter=0.0, weight_decay=0.0))
+                                            flip='', jitter=0.0, weight_decay=0.0, crop=()))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
   # Cross-fitting (rcae_jax/crossfit.py): folds = K >= 2 trains the stages a later stage reads
   # (RcAE's 1-2) once more per fold on the other folds' images, and the last stage (the CRD)
@@ -141,6 +147,11 @@ def get_config():
   c.score.mean_repeats = 3
   c.score.source = 'auto'        # auto (crd if trained, else dpn, else rcae) | crd | dpn | rcae
   c.score.threshold_quantile = 0.99  # of held-out normal scores -> decision threshold
+
+  # Inference on whole images at data.size (tile = ()), or on (h, w) tiles overlapping by
+  # `overlap` pixels, the raw maps blended with weights falling to the tile edges: memory of
+  # one tile batch at any image size (rcae_jax/inference.py)
+  c.infer = ml_collections.ConfigDict(dict(tile=(), overlap=32))
 
   c.log_every = 50
   c.log = ml_collections.ConfigDict()

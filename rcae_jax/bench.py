@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, methods, parallel, runinfo, training
+from rcae_jax import files, inference, methods, parallel, runinfo, sizes, training
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches
 from rcae_jax.models import layers
@@ -118,8 +118,8 @@ def _time(fn, args, iters, carry_state):
 
 
 def _images(config, n, seed=0):
-  r, c = config.data.resolution, config.data.channels
-  return np.random.default_rng(seed).integers(0, 256, (n, r, r, c), dtype=np.uint8)
+  (h, w), c = sizes.image_size(config), config.data.channels
+  return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
 def bench_train(stage, config, mesh, iters):
@@ -176,10 +176,12 @@ def bench_input(config, mesh, iters):
 
 
 def run_one(name, config, mesh, iters, peak, measured=None):
-  row = {'name': name, 'resolution': config.data.resolution, 'batch': config.batch_size,
+  row = {'name': name, 'size': list(sizes.image_size(config)), 'batch': config.batch_size,
          'method': config_lib.method(config), 'recursion': config.model.recursion,
          'depth': getattr(model_lib.from_config(config), 'depth', None),
-         'dtype': config.model.dtype, 'devices': int(mesh.devices.size)}
+         'dtype': config.model.dtype, 'devices': int(mesh.devices.size),
+         'tile': list(sizes.as_pair(config.infer.tile)) if config.infer.tile else None,
+         'overlap': config.infer.overlap if config.infer.tile else None}
   if name == 'input':
     times, unprefetched = bench_input(config, mesh, iters)
     row.update(compile_s=0.0, flops=0.0, output_hash=None, params=0,
@@ -248,11 +250,16 @@ def main(args):
           f"float32, {measured['bfloat16_flops_per_s'] / 1e9:.1f} bfloat16; copy "
           f"{measured['copy_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
   rows = []
-  for res in args.resolution or [base.data.resolution]:
+  try:
+    bench_sizes = [sizes.parse(s) for s in args.size or [sizes.name(base.data.size)]]
+  except ValueError as e:
+    raise config_lib.ConfigError(f'bench --size: {e}') from None
+  for res in bench_sizes:
     for rec, dtype in itertools.product(args.recursion or [base.model.recursion],
                                         args.dtype or [base.model.dtype]):
       config = config_lib.apply_overrides(
-          base, [f'data.resolution={res}', f'model.recursion={rec}', f'model.dtype={dtype}'])
+          base, [f'data.size={res}', f'model.recursion={rec}',
+                 f'model.dtype={dtype}'])
       peak = (args.peak_tflops * 1e12 if args.peak_tflops else
               PEAKS.get(kind, {}).get(config.model.dtype))
       for n_dev in counts:
@@ -262,12 +269,13 @@ def main(args):
           row = run_one(name, config, mesh, None if args.compile_only else args.iters, peak,
                         measured)
           rows.append(row)
+          tile = f' tiles {sizes.name(config.infer.tile)}' if config.infer.tile else ''
           if args.compile_only:
-            print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  compile "
+            print(f"{name:7s} {sizes.label(res) + tile:>9s} {rec:7s} {dtype:8s} {n_dev}dev  compile "
                   f"{row['compile_s']:.2f}s  program {(row['compiled_bytes'] or 0) / 2**30:.2f} "
                   "GiB", flush=True)
             continue
-          print(f"{name:7s} {res:5d}² {rec:7s} {dtype:8s} {n_dev}dev  "
+          print(f"{name:7s} {sizes.label(res) + tile:>9s} {rec:7s} {dtype:8s} {n_dev}dev  "
                 f"compile {row['compile_s']:.2f}s  step {row['step_s_median'] * 1e3:9.2f} ms  "
                 f"{row['images_per_s']:9.1f} img/s"
                 + (f"  {row['peak_fraction'] * 100:.1f}% of peak" if row['peak_fraction'] else '')

@@ -9,7 +9,7 @@ import traceback
 
 import ml_collections
 
-from rcae_jax import augment, files, methods
+from rcae_jax import augment, files, methods, sizes
 
 
 class ConfigError(ValueError):
@@ -124,6 +124,7 @@ def data_overrides(data=None, category=None):
 def apply_overrides(config, overrides):
   config = ml_collections.ConfigDict(config.to_dict())
   config.lock()
+  sizes.migrate(config)
   for item in overrides:
     key, sep, raw = item.partition('=')
     if not sep:
@@ -132,6 +133,8 @@ def apply_overrides(config, overrides):
       value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
       value = raw  # a bare word is a string: --set data.name=mtd
+    if key == 'data.resolution':  # the older name of a square data.size
+      key = 'data.size'
     node, *_ = key.rsplit('.', 1)
     try:
       old = _get(config, key)
@@ -144,6 +147,7 @@ def apply_overrides(config, overrides):
     if type(old) is not type(value):
       raise ConfigError(f'config key {key!r} expects {type(old).__name__}, got {raw!r}')
     _set(config, key, value)
+  sizes.migrate(config)
   validate(config)
   return config
 
@@ -235,6 +239,12 @@ def validate(c):
   need(0 < c.data.train_fraction <= 1, 'data.train_fraction must be in (0, 1]')
   need(0 <= c.data.val_fraction < 1, 'data.val_fraction must be in [0, 1)')
   need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
+  sizes.validate(c, need)
+  need(c.infer.overlap >= 0, f'infer.overlap={c.infer.overlap} must be >= 0')
+  if c.infer.tile:
+    tile = sizes.as_pair(c.infer.tile)
+    need(all(c.infer.overlap < t for t in tile),
+         f'infer.overlap={c.infer.overlap} must be smaller than infer.tile={tile}')
   method.validate(c, need)
   from rcae_jax import anomalies, crossfit  # pylint: disable=g-import-not-at-top
   crossfit.check(c, need)
@@ -301,7 +311,7 @@ def saved(d):
   out = _merge(_merge(base, methods.get(d.get('method', 'rcae')).legacy(d)), d)
   if out['crd_anomaly'].get('holdout') == '':  # how the first runs with the key saved ()
     out['crd_anomaly']['holdout'] = []
-  return from_dict(out)
+  return sizes.migrate(from_dict(out))
 
 
 def _flatten(d, prefix=''):

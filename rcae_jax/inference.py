@@ -5,6 +5,13 @@ replicated, the batch split over the devices, as in training); `batches` streams
 host images in fixed-size batches (the last one padded) so a whole test set compiles once,
 and `run` collects the stream.
 `evaluate`, `predict`, the evaluators, `dynamics` and `bench` all go through here.
+
+Every network is fully convolutional, so inference runs on the whole image at `data.size`
+whatever size the stages trained on (`stageK.crop`), or with `infer.tile` on overlapping
+tiles, one after another (`tiled`): memory of one tile batch at any image size. A tile's raw
+map equals the whole image's where the pixel's receptive field lies inside the tile and the
+networks do not normalise (model.groups = 0); with GroupNorm a tile's statistics are its
+own, so tiles should be no smaller than the training crops (tests/test_sizes.py bounds both).
 """
 import functools
 
@@ -15,14 +22,14 @@ import numpy as np
 
 from rcae_jax import config as config_lib
 from rcae_jax import model as model_lib
-from rcae_jax import crossfit, ops, parallel
+from rcae_jax import crossfit, ops, parallel, sizes
 
 SEQUENCES = ('recon', 'enhanced')  # outputs laid out (N, B, ...); the rest are batch-first
 
 
 def smoothing_sigma(config):
-  """score.sigma is given in pixels at 256² (HFR's 4) and scales with the resolution."""
-  return config.score.sigma * config.data.resolution / 256
+  """score.sigma is given in pixels at 256² (HFR's 4) and scales with the image size."""
+  return config.score.sigma * sizes.scale(config)
 
 
 def smooth(raw, config):
@@ -30,7 +37,7 @@ def smooth(raw, config):
   applications of a score.mean_size box filter, the size given at 256² and scaled)."""
   s = config.score
   if s.get('smoothing', 'gaussian') == 'mean':
-    size = max(1, round(s.mean_size * config.data.resolution / 256)) | 1  # odd: centred
+    size = max(1, round(s.mean_size * sizes.scale(config))) | 1  # odd: centred
     return ops.mean_filter(raw, size, s.mean_repeats)
   return ops.gaussian_blur(raw, smoothing_sigma(config))
 
@@ -46,6 +53,69 @@ def image_score(smoothed_map, config):
   return jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0].mean(axis=1)
 
 
+def tile_starts(length, tile, overlap):
+  """Starts of tiles of side `tile` covering [0, length), `overlap` px shared by neighbours
+  (the last tile ends at the edge)."""
+  if tile >= length:
+    return [0]
+  return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+def blend_window(tile, overlap, first, last):
+  """(tile,) weights of one tile along one axis: 1 inside; on a side shared with a neighbour
+  (not `first` / not `last`: the image's own edge) 0 over the outer overlap/4 px, rising
+  linearly to 1 at 3 overlap/4. A pixel is taken only from tiles where it lies overlap/4 px or
+  more from the tile's inner edge, so the stitched map is exact where a receptive field's
+  radius is <= overlap/4, and changes smoothly across seams where it is not."""
+  w = np.ones(tile, np.float32)
+  if overlap < 4:
+    ramp = np.ones(tile, np.float32)
+  else:
+    ramp = np.clip((np.arange(tile) + 0.5 - overlap / 4) / (overlap / 2), 0.0, 1.0)
+  if not first:
+    w = np.minimum(w, ramp)
+  if not last:
+    w = np.minimum(w, ramp[::-1])
+  return w.astype(np.float32)
+
+
+def tiled(fn, x, tile, overlap):
+  """fn's outputs on overlapping tiles of x (B, H, W, C), blended -> the outputs at (H, W).
+
+  fn: (B, th, tw, C) -> a pytree of arrays whose axes -3, -2 are the tile's (maps (B, th, tw,
+  1), sequences (N, B, th, tw, C)). The tiles run one after another (`lax.scan`), so memory
+  is one tile batch's."""
+  h, w = x.shape[1:3]
+  th, tw = min(tile[0], h), min(tile[1], w)
+  ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+  starts, weights = [], []
+  for i, y in enumerate(ys):
+    for j, x0 in enumerate(xs):
+      starts.append((y, x0))
+      weights.append(np.outer(blend_window(th, overlap, i == 0, i == len(ys) - 1),
+                              blend_window(tw, overlap, j == 0, j == len(xs) - 1)))
+  total = np.zeros((h, w), np.float32)
+  for (y, x0), wt in zip(starts, weights):
+    total[y:y + th, x0:x0 + tw] += wt
+  shapes = jax.eval_shape(fn, x[:, :th, :tw])
+  acc = jax.tree.map(lambda s: jnp.zeros(s.shape[:-3] + (h, w) + s.shape[-1:], s.dtype),
+                     shapes)
+
+  def add(a, o, y, x0, wt):
+    at = (0,) * (a.ndim - 3) + (y, x0, 0)
+    return jax.lax.dynamic_update_slice(
+        a, jax.lax.dynamic_slice(a, at, o.shape) + o * wt[:, :, None].astype(o.dtype), at)
+
+  def body(acc, tile_in):
+    (y, x0), wt = tile_in
+    part = jax.lax.dynamic_slice(x, (0, y, x0, 0), (x.shape[0], th, tw, x.shape[3]))
+    return jax.tree.map(lambda a, o: add(a, o, y, x0, wt), acc, fn(part)), None
+
+  acc, _ = jax.lax.scan(body, acc, (jnp.asarray(np.array(starts, np.int32)),
+                                    jnp.asarray(np.stack(weights))))
+  return jax.tree.map(lambda a: a / jnp.asarray(total)[:, :, None].astype(a.dtype), acc)
+
+
 def make_inference(config, with_sequences=False):
   """-> infer(params, images), images float (B, H, W, C) in [0, 1] or uint8.
 
@@ -56,11 +126,17 @@ def make_inference(config, with_sequences=False):
   """
   model = model_lib.from_config(config)
   source = config_lib.score_source(config)
+  tile = sizes.as_pair(config.infer.tile) if config.infer.get('tile') else None
 
   def infer(params, images):
-    chex.assert_shape(images, (None,) + model.image_shape)
+    chex.assert_rank(images, 4)
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
-    raw, out = crossfit.raw_map(model, params, x, source, with_sequences is True, config)
+    fn = lambda part: crossfit.raw_map(model, params, part, source, with_sequences is True,
+                                       config)
+    if tile and (tile[0] < x.shape[1] or tile[1] < x.shape[2]):
+      raw, out = tiled(fn, x, tile, config.infer.overlap)
+    else:
+      raw, out = fn(x)
     smoothed = smooth(raw, config)
     if with_sequences:
       out['raw'] = jnp.squeeze(raw, -1)

@@ -21,7 +21,7 @@ import tqdm
 
 from rcae_jax import anomalies, augment, checkpoints, crossfit, evaluators, faults, figures
 from rcae_jax import files
-from rcae_jax import lock, methods, parallel, runinfo, stops
+from rcae_jax import lock, methods, parallel, runinfo, sizes, stops
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import model as model_lib
@@ -84,8 +84,9 @@ class TrainStep:
 
   def _update(self, state, frozen, batch, objective):
     rng = jax.random.fold_in(state['rng'], state['step'])
-    image = augment.flips(jax.random.fold_in(rng, 3), batch['image'], batch['index'],
-                          self.group.flip)
+    image = augment.crops(jax.random.fold_in(rng, 5), batch['image'], batch['index'],
+                          sizes.train_size(self.config, self.spec.group))
+    image = augment.flips(jax.random.fold_in(rng, 3), image, batch['index'], self.group.flip)
     image = augment.gains(jax.random.fold_in(rng, 4), image.astype(jnp.float32) / 255.0,
                           batch['index'], self.group.jitter)
     b = {'image': image, 'index': batch['index']}
@@ -228,6 +229,13 @@ def _board(config, stage_dir):
   return tensorboardX.SummaryWriter(str(stage_dir), flush_secs=30)
 
 
+def _crops(config):
+  """', stage 1 on 64² crops, ...' for the stages that train on crops."""
+  crops = [f'stage {k} on {sizes.label(sizes.train_size(config, methods.stage(config, k).group))}'
+           for k in config.stages if config[methods.stage(config, k).group].get('crop')]
+  return f' ({", ".join(crops)} crops)' if crops else ''
+
+
 def frozen_inputs(stage, params, config):
   """What a stage's step reads but does not train: the networks it declares it reads, and
   the pseudo-anomaly texture bank when it draws pseudo-anomalies."""
@@ -235,8 +243,8 @@ def frozen_inputs(stage, params, config):
   frozen = {net: params[net] for net in spec.reads}
   group = spec.anomalies(config)
   if group is not None:
-    frozen['textures'] = jnp.asarray(anomalies.texture_bank(
-        config.data.resolution, config.data.channels, seed=config.seed,
+    frozen['textures'] = jnp.asarray(anomalies.texture_bank(  # at the examples' size
+        sizes.train_size(config, spec.group), config.data.channels, seed=config.seed,
         procedural=config[group].get('procedural', 0)))
   return frozen
 
@@ -275,7 +283,8 @@ def _train(config, workdir, mesh, dataset, max_steps):
   # leaves no config.json behind to refuse the corrected command
   if jax.process_index() == 0:
     print(f'training {config.data.name}/{dataset.category}: {len(dataset.train)} train, '
-          f'{len(dataset.val)} held-out normal images at {config.data.resolution}²; '
+          f'{len(dataset.val)} held-out normal images at {sizes.label(sizes.image_size(config))}'
+          f'{_crops(config)}; '
           f'{parallel.device_summary(mesh)}, global batch {config.batch_size}', flush=True)
     if not len(dataset.val):
       print(f'warning: no held-out normal images ({threshold.no_heldout_reason(config, dataset)})'

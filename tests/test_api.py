@@ -48,8 +48,8 @@ def test_readme_snippet_runs_as_written(evaluated, tmp_path, monkeypatch):
   size = Image.open(ds.test_names[0]).size[::-1]
   assert len(pred.maps) == 2 and pred.maps[0].shape == size
   assert pred.is_anomalous.dtype == bool and pred.threshold is not None
-  n, h = config.model.depth, config.data.resolution
-  assert seq['recon'].shape == (n, 2, h, h, 3) and seq['enhanced'].shape == (n, 2, h, h, 3)
+  n, (h, w) = config.model.depth, config.data.size
+  assert seq['recon'].shape == (n, 2, h, w, 3) and seq['enhanced'].shape == (n, 2, h, w, 3)
   assert scope['metrics']['mean']['image_auroc'] >= 0
 
 

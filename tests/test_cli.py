@@ -78,7 +78,7 @@ def test_predict_writes_maps_and_decisions(trained_run, tmp_path):
 def test_retrain_resumes_instead_of_starting_over(trained_run, capsys):
   cfg = json.loads((trained_run / 'config.json').read_text())
   before = (trained_run / 'stage1' / 'metrics.jsonl').read_text()
-  overrides = [f'data.resolution={cfg["data"]["resolution"]}', f'model.depth={cfg["model"]["depth"]}',
+  overrides = [f'data.size={tuple(cfg["data"]["size"])}', f'model.depth={cfg["model"]["depth"]}',
                f'data.cache_dir={cfg["data"]["cache_dir"]}',
                *[f'stage{s}.steps={cfg[f"stage{s}"]["steps"]}' for s in (1, 2, 3)]]
   assert cli.main(['train', '--config', str(ROOT / 'experiments/configs/tiny.py'),
@@ -133,7 +133,7 @@ def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path, trained
                   str(site), str(ROOT)], check=True, capture_output=True)
   code = ('from rcae_jax import config, sweep; '
           'print(config.experiments_dir()); '
-          "print(config.load_config('mtd:cpu').data.resolution, "
+          "print(config.load_config('mtd:cpu').data.size[0], "
           "len(sweep.load_preset('components')['variants']))")
   out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, text=True,
                        capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout
@@ -144,7 +144,7 @@ def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path, trained
           'from rcae_jax import checkpoints, inference; '
           "assert importlib.util.find_spec('experiments') is None; "
           f'config, params = checkpoints.load_bundle({str(trained_run)!r}); '
-          'x = np.zeros((2,) + (config.data.resolution,) * 2 + (config.data.channels,), np.uint8); '
+          'x = np.zeros((2,) + tuple(config.data.size) + (config.data.channels,), np.uint8); '
           "print(config.method, inference.run(config, params, x)['map'].shape)")
   out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True, text=True,
                        capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout

@@ -18,8 +18,8 @@ def test_configs_load(name):
 
 def test_paper_config():
   c = config_lib.load_config(ROOT / 'experiments' / 'configs' / 'paper.py')
-  assert (c.data.resolution, c.model.depth, c.stage1.epochs, c.stage2.epochs,
-          c.stage3.epochs, c.stage1.lr) == (1024, 5, 1500, 400, 300, 1e-4)
+  assert (c.data.size, c.model.depth, c.stage1.epochs, c.stage2.epochs,
+          c.stage3.epochs, c.stage1.lr) == ((1024, 1024), 5, 1500, 400, 300, 1e-4)
   # the paper's plain reconstruction objective, every skip
   assert (c.stage1.restore, c.stage2.restore, c.stage1.noise, c.model.skip_from) == (
       False, False, 0.0, 1)
@@ -36,7 +36,8 @@ def test_overrides_apply(tmp_path):
     ('nonsense=1', "unknown config key 'nonsense'"),
     ('model.depth=three', "'model.depth' expects int"),
     ('model.recursion=spiral', 'model.recursion=.spiral. is not one of'),
-    ('data.resolution=20', 'data.resolution=20 must be divisible'),
+    ('data.resolution=20', r'data.size=\(20, 20\) \(depth mode halves it 3 times; the DPN/CRD '
+     r'twice\): height 20 is not a multiple of 8 \(nearest valid: 16 or 24\)'),
     ('stages=(2, 3)', 'stages=.* must be'),
     ('model.crd_steps=(1, 9)', r'model.crd_steps has steps \[9\]'),
     ('anomaly.shapes=("star",)', "unknown \\['star'\\]"),
@@ -54,7 +55,8 @@ def test_overrides_apply(tmp_path):
     ('stage3.schedule=linear', 'stage3.schedule=.linear. is not one of'),
     ('stage1.flip=diagonal', 'stage1.flip=.diagonal. is not one of'),
     ('stage3.jitter=-0.1', r'stage3.jitter=-0.1 must be in \[0, 1\)'),
-    ('model.crd_levels=5', r'model.crd_levels=5 must be >= 0 and 2\^levels must divide'),
+    ('model.crd_levels=5', r'data.size=\(16, 16\) \(model.crd_levels=5 halvings\): height 16 '
+     r'is not a multiple of 32 \(nearest valid: 32\)'),
 ])
 def test_bad_overrides_refused(tmp_path, override, match):
   with pytest.raises(ConfigError, match=match):
@@ -64,8 +66,8 @@ def test_bad_overrides_refused(tmp_path, override, match):
 def test_fae_config_takes_the_named_configs_data_and_budget():
   mtd = config_lib.load_config('mtd:cpu')
   c = config_lib.load_config('fae:mtd:cpu')
-  assert (c.method, c.stages, c.data.name, c.data.resolution, c.batch_size) == (
-      'fae', (1,), 'mtd', mtd.data.resolution, mtd.batch_size)
+  assert (c.method, c.stages, c.data.name, c.data.size, c.batch_size) == (
+      'fae', (1,), 'mtd', mtd.data.size, mtd.batch_size)
   assert c.fae.steps == mtd.stage1.steps + mtd.stage2.steps + mtd.stage3.steps  # its own group
   assert c.fae.lr == mtd.stage1.lr
   assert (c.stage1.restore, c.stage1.noise > 0, c.stage1.region_weight) == (True, True, 1.0)

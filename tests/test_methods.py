@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_config
-from rcae_jax import api, checkpoints, files, methods, sweep, training
+from rcae_jax import api, checkpoints, files, methods, sizes, sweep, training
 from rcae_jax import config as config_lib
 
 
@@ -62,7 +62,7 @@ class TSModel:
 def _build(config):
   f = config.ts_teacher.features
   return TSModel(Teacher(f, config.data.channels), Student(f),
-                 (config.data.resolution,) * 2 + (config.data.channels,))
+                 sizes.image_size(config) + (config.data.channels,))
 
 
 def _teacher_objective(model, config, variant=None, axis_name=None):

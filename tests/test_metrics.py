@@ -137,9 +137,9 @@ def test_a_thin_defect_vanishing_in_the_resize_is_counted(tmp_path):
   Image.fromarray(line).save(tmp_path / 'm.png')
   Image.fromarray(np.zeros((256, 256), np.uint8)).save(tmp_path / 'x.png')
   assert common.read_mask(tmp_path / 'm.png', tmp_path / 'x.png', 256).sum() == 180
-  thin = common.read_mask(tmp_path / 'm.png', tmp_path / 'x.png', 64)
+  thin = common.read_mask(tmp_path / 'm.png', tmp_path / 'x.png', (64, 64))
   assert not thin.any()
   labels = np.array([0, 1, 1, 1, 0])
   has_pixel = np.array([False, False, True, False, False])
-  got = test_metrics.empty_masks(labels, has_pixel, ('', 'crack', 'crack', 'break', ''), 64)
-  assert got == {'n': 2, 'resolution': 64, 'per_defect': {'break': 1, 'crack': 1}}
+  got = test_metrics.empty_masks(labels, has_pixel, ('', 'crack', 'crack', 'break', ''), (64, 96))
+  assert got == {'n': 2, 'size': [64, 96], 'per_defect': {'break': 1, 'crack': 1}}

@@ -57,7 +57,7 @@ def test_crd_localises_its_own_pseudo_anomalies(trained_run):
   config, params = checkpoints.load_bundle(trained_run)
   ds = data_lib.load(config)
   x = jnp.asarray(np.concatenate([ds.val, ds.train[:24]]), jnp.float32) / 255
-  bank = jnp.asarray(anomalies.texture_bank(config.data.resolution, 3, seed=7))
+  bank = jnp.asarray(anomalies.texture_bank(config.data.size, 3, seed=7))
   config.anomaly.p_clean = 0.0
   xt, m = jax.jit(lambda k, im, i: anomalies.synthesize_batch(k, im, i, bank, config))(
       jax.random.PRNGKey(99), x, jnp.arange(len(x)))
@@ -101,7 +101,9 @@ def test_four_devices_equal_one_device(tmp_path, stage):
   config = _stage_config(tmp_path, *(['method=fae', 'stages=(1,)', 'fae.steps=6', 'fae.lr=2e-3',
                                       'fae.features=8',
                                       'fae.levels=3'] if fae else []),
-                         *(['stage3.flip=hv', 'stage3.jitter=0.3'] if stage == 3 else []))  # by position
+                         *(['stage3.flip=hv', 'stage3.jitter=0.3'] if stage == 3 else []),
+                         # stage 1 on 8² crops of 16x24 images: crops by position too
+                         *(['data.size=(16, 24)', 'stage1.crop=8'] if stage == 1 else []))
   stage = 1 if fae else stage
   images = data_lib.load(config).train
   frozen, folds = _frozen(config, stage), None
@@ -147,8 +149,9 @@ def test_indivisible_batch_refused():
 def test_resume_after_interruption_is_exact(tmp_path, stage, source):
   """Killed after step 7 (its checkpoint lost): the run resumes from step 6's params and
   grain iterator state, and ends bit-identical to an uninterrupted run, whether the images
-  are in memory or read lazily from prepared array_record."""
-  config = _stage_config(tmp_path, 'stage1.steps=9', 'stage3.steps=9', f'data.source={source}')
+  are in memory or read lazily from prepared array_record (stage 3 on 8² crops)."""
+  config = _stage_config(tmp_path, 'stage1.steps=9', 'stage3.steps=9', f'data.source={source}',
+                         'stage3.crop=8')  # stage 3 on crops: their positions resume too
   if source == 'prepared':
     data_lib.prepare(config)
   images = data_lib.load(config).train

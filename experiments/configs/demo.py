@@ -4,7 +4,7 @@ from rcae_jax import base_config as base
 
 def get_config():
   c = base.get_config()
-  c.data.resolution = 64
+  c.data.size = (64, 64)
   c.model.features = 16
   c.model.groups = 4
   c.model.depth = 3

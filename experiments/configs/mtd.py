@@ -25,7 +25,7 @@ def get_config(arg=''):
   c = base.get_config()
   c.data.name = 'mtd'
   c.data.channels = 1
-  c.data.resolution = 128
+  c.data.size = (128, 128)
   c.data.val_fraction = 0.1      # 76 of the 761 training images, for the threshold
   c.model.features = 32
   c.model.depth = 5
@@ -49,7 +49,7 @@ def get_config(arg=''):
   # (I-AUROC + AUPRO)/2 89.0 vs 88.3, test a tie) at ~1.3x the CPU training time.
   c.model.padding = 'reflect'
   if arg == 'cpu':  # the demo's network at 64²: N = 5 at 64² leaves a 2×2 bottleneck
-    c.data.resolution = 64
+    c.data.size = (64, 64)
     c.model.features, c.model.groups, c.model.depth = 16, 4, 3
     c.model.dpn_features = c.model.crd_features = 8
     # stages 1-2 at 2000/600: restoration needs them (600/200: validation normal error 3x

@@ -4,7 +4,7 @@ from rcae_jax import base_config as base
 
 def get_config():
   c = base.get_config()
-  c.data.resolution = 1024
+  c.data.size = (1024, 1024)
   c.model.depth = 5
   c.batch_size = 8
   c.model.crd_loss = 'l2'       # as written in the paper

@@ -4,7 +4,7 @@ from rcae_jax import base_config as base
 
 def get_config():
   c = base.get_config()
-  c.data.resolution = 32
+  c.data.size = (32, 32)
   c.model.features = 16
   c.model.depth = 3
   c.model.groups = 4

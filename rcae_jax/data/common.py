@@ -9,6 +9,8 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageOps
 
+from rcae_jax import sizes
+
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.JPG', '.PNG')
 
 
@@ -95,31 +97,34 @@ def _decoded(im, path):
   return im
 
 
-def read_image(path, resolution, channels):
-  """-> uint8 (resolution, resolution, channels), or at the file's own size when resolution
-  is None; any mode `_decoded` accepts: palette and LA/RGBA/CMYK through PIL (alpha dropped),
+def read_image(path, size, channels):
+  """-> uint8 (h, w, channels) for size (h, w) (an int: a square), or at the file's own size
+  when size is None; any mode `_decoded` accepts: palette and LA/RGBA/CMYK through PIL (alpha dropped),
   grayscale widened to 3 channels when asked, colour to luma for 1."""
   im = _open(path).convert('L' if channels == 1 else 'RGB')
-  if resolution is not None:
-    im = im.resize((resolution, resolution), Image.BILINEAR)
+  if size is not None:
+    h, w = sizes.as_pair(size)
+    im = im.resize((w, h), Image.BILINEAR)
   arr = np.asarray(im, np.uint8)
   return arr[..., None] if channels == 1 else arr
 
 
-def read_mask(path, image_path, resolution, mask_min=1):
-  """-> bool (resolution, resolution): binarised at full size (>= mask_min, on the 8-bit
-  scale `_decoded` gives), then resized."""
+def read_mask(path, image_path, size, mask_min=1):
+  """-> bool (h, w) for size (h, w) (an int: a square): binarised at full size (>= mask_min,
+  on the 8-bit scale `_decoded` gives), then resized."""
   im = _open(path).convert('L')
-  size = ImageOps.exif_transpose(Image.open(image_path)).size
-  if im.size != size:
+  full = ImageOps.exif_transpose(Image.open(image_path)).size
+  if im.size != full:
     raise DataError(f'{path}: mask size {im.size} does not match its image '
-                    f'{image_path} size {size}')
+                    f'{image_path} size {full}')
   binary = Image.fromarray(((np.asarray(im) >= mask_min) * 255).astype(np.uint8))
-  return np.asarray(binary.resize((resolution, resolution), Image.BILINEAR)) >= 128
+  h, w = sizes.as_pair(size)
+  return np.asarray(binary.resize((w, h), Image.BILINEAR)) >= 128
 
 
-def _cache_key(samples, resolution, channels):
-  h = hashlib.sha1(json.dumps([resolution, channels]).encode())
+def _cache_key(samples, size, channels):
+  h, w = size  # a square hashes as the int it was before sizes had two sides
+  h = hashlib.sha1(json.dumps([h if h == w else [h, w], channels]).encode())
   for s in samples:
     for p in (s.image, s.mask):
       if p:
@@ -129,23 +134,24 @@ def _cache_key(samples, resolution, channels):
   return h.hexdigest()[:16]
 
 
-def decode(samples, resolution, channels, cache_dir, with_masks):
-  """Decodes (in threads) and caches as .npz so each file is decoded once per resolution."""
-  samples = list(samples)
-  cache = pathlib.Path(cache_dir) / f'{_cache_key(samples, resolution, channels)}.npz'
+def decode(samples, size, channels, cache_dir, with_masks):
+  """Decodes (in threads) at size (h, w) and caches as .npz so each file is decoded once per
+  size."""
+  size, samples = sizes.as_pair(size), list(samples)
+  cache = pathlib.Path(cache_dir) / f'{_cache_key(samples, size, channels)}.npz'
   if cache.exists():
     with np.load(cache) as z:
       return z['images'], (z['masks'] if with_masks else None)
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-    images = list(pool.map(lambda s: read_image(s.image, resolution, channels), samples))
+    images = list(pool.map(lambda s: read_image(s.image, size, channels), samples))
     masks = None
     if with_masks:
-      zero = np.zeros((resolution, resolution), bool)
+      zero = np.zeros(size, bool)
       masks = list(pool.map(
-          lambda s: read_mask(s.mask, s.image, resolution, s.mask_min) if s.mask else zero, samples))
-  images = np.stack(images) if images else np.zeros((0, resolution, resolution, channels), np.uint8)
+          lambda s: read_mask(s.mask, s.image, size, s.mask_min) if s.mask else zero, samples))
+  images = np.stack(images) if images else np.zeros((0,) + tuple(size) + (channels,), np.uint8)
   masks = np.stack(masks) if with_masks and masks else (
-      np.zeros((0, resolution, resolution), bool) if with_masks else None)
+      np.zeros((0,) + tuple(size), bool) if with_masks else None)
   cache.parent.mkdir(parents=True, exist_ok=True)
   tmp = cache.with_name(cache.name + f'.tmp{os.getpid()}.npz')
   np.savez(tmp, images=images, **({'masks': masks} if with_masks else {}))

@@ -4,6 +4,7 @@ import pathlib
 
 import numpy as np
 
+from rcae_jax import sizes
 from rcae_jax.data import builtin, folder, mtd, mvtec, prepared, visa
 from rcae_jax.data.common import Dataset, DataError, decode
 
@@ -88,14 +89,14 @@ def _load_prepared(config, need_test):
 
 
 def load(config, need_test=False):
-  """The configured category: decoded arrays (data.source=files, cached per resolution) or
+  """The configured category: decoded arrays (data.source=files, cached per size) or
   lazy views of the prepared records (data.source=prepared)."""
   if config.data.source == 'prepared':
     return _load_prepared(config, need_test)
   category, train, val, test = load_split(config)
   if need_test:
     _check_test(config, category, [s.label for s in test])
-  res, ch, cdir = config.data.resolution, config.data.channels, cache_dir(config) / 'decoded'
+  res, ch, cdir = sizes.image_size(config), config.data.channels, cache_dir(config) / 'decoded'
   train_x, _ = decode(train, res, ch, cdir, with_masks=False)
   val_x, _ = decode(val, res, ch, cdir, with_masks=False)
   ds = Dataset(config.data.name, category, train_x, val_x)

@@ -21,36 +21,42 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rcae_jax import sizes
 from rcae_jax.data import common
 
 VERSION = '1.0.0'
 
 
-def config_name(layout, category, resolution, channels):
-  return f'{layout}-{category}-{resolution}px-{channels}ch'
+def config_name(layout, category, size, channels):
+  """'mvtec-bottle-64px-3ch' (a square, named as before sizes had two sides), or
+  'mtd-MT_Free-128x256px-1ch'."""
+  return f'{layout}-{category}-{sizes.name(size)}px-{channels}ch'
 
 
 class RcaeImages(tfds.core.GeneratorBasedBuilder):
-  """One category of an anomaly-detection layout at one resolution."""
+  """One category of an anomaly-detection layout at one size (h, w)."""
 
   VERSION = tfds.core.Version(VERSION)
 
-  def __init__(self, *, layout, category, resolution, channels, samples=None, **kwargs):
-    self._spec = dict(layout=layout, category=category, resolution=resolution,
-                      channels=channels)
+  def __init__(self, *, layout, category, size, channels, samples=None, **kwargs):
+    h, w = sizes.as_pair(size)
+    # a square's spec reads as it did before sizes had two sides
+    self._spec = dict(layout=layout, category=category, channels=channels,
+                      **({'resolution': h} if h == w else {'size': [h, w]}))
+    self._size = (h, w)
     self._samples = samples  # (train, test) lists of common.Sample; only to build
     super().__init__(config=tfds.core.BuilderConfig(
-        name=config_name(layout, category, resolution, channels), version=VERSION),
+        name=config_name(layout, category, size, channels), version=VERSION),
                      file_format='array_record', **kwargs)
 
   def _info(self):
-    r, c = self._spec['resolution'], self._spec['channels']
+    (h, w), c = self._size, self._spec['channels']
     return tfds.core.DatasetInfo(
         builder=self,
         description=f'{self._spec} for rcae_jax',
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(r, r, c), dtype=np.uint8, encoding='zlib'),
-            'mask': tfds.features.Tensor(shape=(r, r), dtype=np.uint8, encoding='zlib'),
+            'image': tfds.features.Tensor(shape=(h, w, c), dtype=np.uint8, encoding='zlib'),
+            'mask': tfds.features.Tensor(shape=(h, w), dtype=np.uint8, encoding='zlib'),
             'label': np.int32,
             'defect': tfds.features.Text(),
             'file': tfds.features.Text(),
@@ -72,8 +78,8 @@ class RcaeImages(tfds.core.GeneratorBasedBuilder):
             'test': self._generate_examples(test, True)}
 
   def _generate_examples(self, samples, with_masks):
-    r, c = self._spec['resolution'], self._spec['channels']
-    zero = np.zeros((r, r), np.uint8)
+    r, c = self._size, self._spec['channels']
+    zero = np.zeros(r, np.uint8)
 
     def read(s):
       image = common.read_image(s.image, r, c)
@@ -96,7 +102,7 @@ def builder(config, cache_dir, category, samples=None):
   # TFDS warns "Using custom data configuration" for every config not declared on the class:
   # here every config is one, by design
   with _quiet_absl():
-    return RcaeImages(layout=d.name, category=category, resolution=d.resolution,
+    return RcaeImages(layout=d.name, category=category, size=sizes.image_size(config),
                       channels=d.channels, samples=samples,
                       data_dir=str(prepared_dir(config, cache_dir)))
 
@@ -120,10 +126,10 @@ def prepare(config, cache_dir, category, samples):
 
 
 def prepared_categories(config, cache_dir):
-  """Categories prepared for this layout, resolution and channels, sorted."""
+  """Categories prepared for this layout, size and channels, sorted."""
   d = config.data
   base = prepared_dir(config, cache_dir) / 'rcae_images'
-  suffix = f'-{d.resolution}px-{d.channels}ch'
+  suffix = f'-{sizes.name(sizes.image_size(config))}px-{d.channels}ch'
   prefix = f'{d.name}-'
   if not base.is_dir():
     return []
@@ -169,24 +175,25 @@ def load(config, cache_dir, category, split_indices, need_test):
   b = builder(config, cache_dir, category)
   if not (pathlib.Path(b.data_path) / 'dataset_info.json').exists():
     raise common.DataError(
-        f'{b.data_path}: {d.name}/{category} at {d.resolution}px, {d.channels} channel(s) is not '
+        f'{b.data_path}: {d.name}/{category} at {sizes.name(sizes.image_size(config))}px, '
+        f'{d.channels} channel(s) is not '
         f'prepared; run python -m rcae_jax prepare --config <the same config> '
         f'--data {d.name}:<root> --category {category}')
   meta = b.info.metadata['splits']
-  r, c = d.resolution, d.channels
-  name = config_name(d.name, category, r, c)
+  (h, w), c = sizes.image_size(config), d.channels
+  name = config_name(d.name, category, (h, w), c)
   train_src = b.as_data_source('train')
   train_idx, val_idx = split_indices(len(train_src))
   digest = hashlib.sha1(train_idx.tobytes()).hexdigest()[:12]
   ds = common.Dataset(
       d.name, category,
-      Records(train_src, 'image', train_idx, (r, r, c), np.uint8, f'{name}/train:{digest}'),
-      Records(train_src, 'image', val_idx, (r, r, c), np.uint8, f'{name}/val'))
+      Records(train_src, 'image', train_idx, (h, w, c), np.uint8, f'{name}/train:{digest}'),
+      Records(train_src, 'image', val_idx, (h, w, c), np.uint8, f'{name}/val'))
   if need_test:
     test_src = b.as_data_source('test')
     idx = np.arange(len(test_src))
-    ds.test = Records(test_src, 'image', idx, (r, r, c), np.uint8, f'{name}/test')
-    ds.test_masks = Records(test_src, 'mask', idx, (r, r), bool, f'{name}/test_masks')
+    ds.test = Records(test_src, 'image', idx, (h, w, c), np.uint8, f'{name}/test')
+    ds.test_masks = Records(test_src, 'mask', idx, (h, w), bool, f'{name}/test_masks')
     ds.test_labels = np.asarray(meta['test']['label'], np.int32)
     ds.test_defects = tuple(meta['test']['defect'])
     ds.test_names = tuple(meta['test']['file'])

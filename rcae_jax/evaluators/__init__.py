@@ -39,6 +39,9 @@ class Context:
   dataset: object
   write: bool = True  # False: settings overridden; measure but leave the run's files alone
   reuse_saved: bool = False  # take validation.json as written by train when it exists
+  # where test results go: 'eval', or 'eval_<overrides>' so scoring a run another way
+  # (tiles, another score) never overwrites the run's own results
+  eval_name: str = 'eval'
   options: dict = dataclasses.field(default_factory=dict)
   results: dict = dataclasses.field(default_factory=dict)
   _memo: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -48,6 +51,10 @@ class Context:
     # placed on the evaluation mesh once: every inference call below then finds them there
     # instead of copying them from the host per call (validation calls once per batch)
     self.params = parallel.replicate(self.params, inference.default_mesh())
+
+  @property
+  def eval_dir(self):
+    return self.workdir / self.eval_name
 
   @property
   def is_main(self):
@@ -81,14 +88,14 @@ class Context:
     self._memo[self._scores_key(name)] = scores
 
   @classmethod
-  def of_run(cls, workdir, overrides=(), need_test=True, **options):
+  def of_run(cls, workdir, overrides=(), need_test=True, eval_name='eval', **options):
     """The context of a finished run: its bundle, the data it names (with the test set)."""
     config, params = checkpoints.load_bundle(workdir)
     if overrides:
       config = config_lib.apply_overrides(config, overrides)
     dataset = data_lib.load(config, need_test=need_test)
     return cls(workdir, config, params, dataset, write=not overrides,
-               reuse_saved=not overrides, options=options)
+               reuse_saved=not overrides, eval_name=eval_name, options=options)
 
 
 def run(names, ctx):

@@ -20,7 +20,7 @@ def run(ctx, n=None):
   names = ['/'.join(pathlib.Path(ds.test_names[i]).parts[-3:]) for i in pick]
   if not ctx.is_main:
     return None
-  eval_dir = ctx.workdir / 'eval'
+  eval_dir = ctx.eval_dir
   seq = ctx.infer('test/pictures', ds.test[pick], with_sequences=True)
   maps = seq['map']  # only the pictured images' maps are kept: one colour scale for them
   paths = [figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick],

@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from rcae_jax import files, metrics, runinfo, tables
+from rcae_jax import files, metrics, runinfo, sizes, tables
 from rcae_jax.evaluators import threshold as threshold_lib
 
 
@@ -25,13 +25,13 @@ def _group(label, defect):
   return defect if label else 'good'
 
 
-def empty_masks(labels, has_pixel, defects, resolution):
-  """Defective test images whose mask has no pixel left at the evaluated resolution (a crack
-  1-2 px wide at full size can vanish at 64²): they count for the image metrics only."""
+def empty_masks(labels, has_pixel, defects, size):
+  """Defective test images whose mask has no pixel left at the evaluated size (h, w) (a
+  crack 1-2 px wide at full size can vanish at 64²): they count for the image metrics only."""
   empty = (labels == 1) & ~has_pixel
   kinds = sorted({d for d, l in zip(defects, labels) if l})
   defects = np.array(defects)
-  return {'n': int(empty.sum()), 'resolution': int(resolution),
+  return {'n': int(empty.sum()), 'size': [int(s) for s in size],
           'per_defect': {k: int((empty & (defects == k)).sum()) for k in kinds}}
 
 
@@ -84,7 +84,7 @@ def run(ctx):
   ds = ctx.dataset
   bits = ctx.config.get('eval_pixel_bits', 0)
   cat_metrics, defects, has_pixel = streamed(ctx, bits) if bits else exact(ctx)
-  empty = empty_masks(ds.test_labels, has_pixel, ds.test_defects, ds.test_masks.shape[1])
+  empty = empty_masks(ds.test_labels, has_pixel, ds.test_defects, ds.test_masks.shape[1:3])
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
             'per_defect': {ds.category: defects},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum()),
@@ -92,7 +92,7 @@ def run(ctx):
   if ctx.results.get('validation'):
     result['validation'] = ctx.results['validation']['metrics']
   if ctx.is_main:
-    eval_dir = ctx.workdir / 'eval'
+    eval_dir = ctx.eval_dir
     files.write_json(eval_dir / 'metrics.json', result)
     table = tables.metrics_table(result['per_category'], metrics.METRICS)
     if defects:
@@ -101,8 +101,8 @@ def run(ctx):
     if empty['n']:
       kinds = ', '.join(f'{n} {k}' for k, n in empty['per_defect'].items() if n)
       table += (f"\n\n{empty['n']} of {result['n_anomalous']} defective test images ({kinds}) "
-                f"have no mask pixel left at {empty['resolution']}²: they count for the image "
-                'metrics, not the pixel metrics.')
+                f"have no mask pixel left at {sizes.label(empty['size'])}: they count for the "
+                'image metrics, not the pixel metrics.')
     code = result['code']
     table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
               f"{runinfo.describe(code['evaluated'])}.")

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import scipy.stats
 
-from rcae_jax import anomalies, crossfit, files, inference, methods, metrics, suppression
+from rcae_jax import anomalies, crossfit, files, inference, methods, metrics, sizes
+from rcae_jax import suppression
 from rcae_jax import config as config_lib
 
 BORDER_PX = 8  # "near the border" for border_share
@@ -35,13 +36,13 @@ def validation_batches(config, val_images, seed=0, families=()):
   `other` source and key i of one split: the set is a function of the images alone,
   whatever the batch size.
   """
-  res, ch = config.data.resolution, config.data.channels
+  res, ch = sizes.image_size(config), config.data.channels
   n = len(val_images)
   bs = min(config.eval_batch_size, n)  # every batch padded to bs: one program
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
     x = np.asarray(val_images[idx])
-    yield idx, x, np.zeros((len(idx), res, res), bool), x
+    yield idx, x, np.zeros((len(idx),) + res, bool), x
   textures = anomalies.texture_bank(res, ch, seed=seed + 1, procedural=16)
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
   shapes = tuple(f for f in families if f in anomalies.SHAPES) or tuple(anomalies.SHAPES)
@@ -145,7 +146,7 @@ def run(ctx):
     entry.update({f'recon_{m}': v for m, v in recon.metrics().items() if m != 'bounds'})
   info = {'n_images': n, 'metrics': detector.metrics(), 'suppression': entry,
           'border_share': detector.border_share(), 'border_px': BORDER_PX,
-          'border_share_uniform': uniform_border_share(config.data.resolution),
+          'border_share_uniform': uniform_border_share(sizes.image_size(config)),
           'score_choices': {name: {**_plain(sc.metrics()), 'border_share': sc.border_share()}
                             for name, sc in chosen.items()}}
   info['normal_gap'] = normal_gap(ctx)
@@ -264,10 +265,12 @@ def border_count(normal_maps, width=BORDER_PX):
   return int(((y < width) | (y >= h - width) | (x < width) | (x >= w - width)).sum())
 
 
-def uniform_border_share(side, width=BORDER_PX):
-  """The border share of maps with no preferred place: the border band's share of the
-  image, 1 - (1 - 2 width / side)² (0.44 at 64², 0.23 at 128², 0.12 at 256²)."""
-  return 1 - max(0.0, 1 - 2 * width / side) ** 2
+def uniform_border_share(size, width=BORDER_PX):
+  """The border share of maps with no preferred place: the border band's share of an
+  (h, w) image (an int: a square), 1 - (1 - 2 width / h)(1 - 2 width / w) (0.44 at 64², 0.23
+  at 128², 0.12 at 256²)."""
+  h, w = sizes.as_pair(size)
+  return 1 - max(0.0, 1 - 2 * width / h) * max(0.0, 1 - 2 * width / w)
 
 
 def border_share(normal_maps, width=BORDER_PX):

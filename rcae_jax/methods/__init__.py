@@ -67,7 +67,7 @@ class Method:
 # Read by every stage of every method.
 COMMON_KEYS = ('seed', 'method', 'data.', 'batch_size', 'grad_weight', 'model.dtype')
 # Read after training only: how maps are scored and which stages make up the model.
-EVAL_KEYS = ('score.', 'stages', 'eval_pixel_bits', 'crossfit.infer')
+EVAL_KEYS = ('score.', 'stages', 'eval_pixel_bits', 'crossfit.infer', 'infer.')
 # Read by every stage that reads another's network: with cross-fitting such a stage trains on
 # out-of-fold outputs (rcae_jax/crossfit.py).
 CROSSFIT_KEYS = ('crossfit.folds',)

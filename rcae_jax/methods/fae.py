@@ -6,7 +6,7 @@ import dataclasses
 import chex
 import jax
 
-from rcae_jax import anomalies, discrepancy, losses, methods
+from rcae_jax import anomalies, discrepancy, losses, methods, sizes
 from rcae_jax.models import fae
 
 
@@ -32,14 +32,14 @@ class Model:
   def raw_map(self, params, x, source='fae', with_sequences=False):
     """-> (discrepancy map (B, H, W, 1), {'recon': (1, B, H, W, C)} when asked)."""
     del source  # one network, one map
-    chex.assert_shape(x, (None,) + self.image_shape)
+    chex.assert_shape(x, (None, None, None, self.image_shape[-1]))  # any size: tiles, crops
     recon = self.reconstruct(params['fae'], x)
     extra = {'recon': recon[None]} if with_sequences else {}
     return discrepancy.measure(self.discrepancy, x, recon, self.grad_weight), extra
 
 
 def build(config):
-  shape = (config.data.resolution,) * 2 + (config.data.channels,)
+  shape = sizes.image_size(config) + (config.data.channels,)
   return Model(fae.from_config(config), shape, config.grad_weight,
                config.score.get('discrepancy', 'ssim'))
 
@@ -58,9 +58,9 @@ def objective(model, config, variant=None, axis_name=None):
 
 
 def validate(c, need):
-  need(c.data.resolution % 2 ** (c.fae.levels - 1) == 0,
-       f'data.resolution={c.data.resolution} must be divisible by 2^(fae.levels - 1)='
-       f'{2 ** (c.fae.levels - 1)}')
+  for key, size in sizes.network_sizes(c, ('fae',)):
+    sizes.divisible(size, 2 ** (c.fae.levels - 1), f'{key}={size} (fae.levels={c.fae.levels}: '
+                    f'{c.fae.levels - 1} halvings)', need)
   need(0 <= c.fae.noise <= 0.5,
        f'fae.noise={c.fae.noise} must be in [0, 0.5] (a std on [0, 1] images)')
   need(c.fae.region_weight >= 0, 'fae.region_weight must be >= 0')

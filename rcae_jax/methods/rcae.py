@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rcae_jax import anomalies, discrepancy, losses, methods, ops
+from rcae_jax import anomalies, discrepancy, losses, methods, ops, sizes
 from rcae_jax.models import crd, dpn, rcae
 
 
@@ -77,7 +77,7 @@ class Model:
 
     source: 'crd' (M_A), 'dpn' (discrepancy of D_N) or 'rcae' (of R_N), DESIGN.md "Scores".
     """
-    chex.assert_shape(x, (None,) + self.image_shape)
+    chex.assert_shape(x, (None, None, None, self.image_shape[-1]))  # any size: tiles, crops
     seq = self.sequence(params['rcae'], x)
     extra = {'recon': seq} if with_sequences else {}
     if source == 'rcae':
@@ -95,7 +95,9 @@ def crd_steps(c):
 
 
 def build(config):
-  shape = (config.data.resolution,) * 2 + (config.data.channels,)
+  # the shape parameters are initialised at: every network is fully convolutional and runs
+  # at any size its recursion can halve (crops in training, whole images or tiles after)
+  shape = sizes.image_size(config) + (config.data.channels,)
   return Model(rcae.from_config(config), dpn.from_config(config), crd.from_config(config),
                crd_steps(config), shape, config.grad_weight,
                config.score.get('discrepancy', 'l1grad'))
@@ -188,9 +190,9 @@ def validate(c, need):
   need(c.model.depth >= 1, f'model.depth={c.model.depth} must be >= 1')
   need(c.model.features >= 1, 'model.features must be >= 1')
   levels = rcae.RECURSIONS[c.model.recursion].levels(c.model)
-  need(c.data.resolution % (2 ** max(levels, 2)) == 0,
-       f'data.resolution={c.data.resolution} must be divisible by 2^{max(levels, 2)} '
-       f'({c.model.recursion} mode halves it {levels} times; the DPN/CRD twice)')
+  why = f'{c.model.recursion} mode halves it {levels} times; the DPN/CRD twice'
+  for key, size in sizes.network_sizes(c, ('stage1', 'stage2', 'stage3')):
+    sizes.divisible(size, 2 ** max(levels, 2), f'{key}={size} ({why})', need)
   need(c.model.groups == 0 or c.model.features % c.model.groups == 0,
        f'model.groups={c.model.groups} must divide model.features={c.model.features}')
   bad = [s for s in c.model.crd_steps if not 1 <= s <= c.model.depth]
@@ -203,9 +205,12 @@ def validate(c, need):
   need(c.model.get('skip_from', 1) >= 1,
        f'model.skip_from={c.model.get("skip_from")} must be >= 1 (1 = skips at every level)')
   levels = c.model.crd_levels
-  need(levels >= 0 and c.data.resolution % 2 ** levels == 0,
-       f'model.crd_levels={levels} must be >= 0 and 2^levels must divide data.resolution='
-       f'{c.data.resolution}')
+  need(levels >= 0, f'model.crd_levels={levels} must be >= 0')
+  if c.model.crd_arch == 'unet' and not levels:
+    levels = crd.auto_levels(min(sizes.train_size(c, 'stage3')))
+  for key, size in sizes.network_sizes(c, ('stage1', 'stage2', 'stage3')):
+    sizes.divisible(size, 2 ** levels, f'{key}={size} (model.crd_levels={levels} halvings)',
+                    need)
   need(c.model.crd_pos_weight >= 0, 'model.crd_pos_weight must be >= 0 (0 = balanced)')
 
 

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rcae_jax import sizes
 from rcae_jax.models import layers
 
 
@@ -110,7 +111,8 @@ class CRD(nn.Module):
 def from_config(config):
   m = config.model
   arch = m.get('crd_arch', 'small')
-  levels = m.get('crd_levels', 0) or auto_levels(config.data.resolution)
+  # auto: from the shorter side the CRD trains on (its crops, or the images)
+  levels = m.get('crd_levels', 0) or auto_levels(min(sizes.train_size(config, 'stage3')))
   padding = m.get('crd_padding', '') or m.get('padding', 'zeros')
   return CRD(features=m.crd_features, dtype=layers.dtype_of(m.dtype),
              padding=layers.PADDINGS[padding], diff=m.get('crd_diff', False), arch=arch,

@@ -1,0 +1,131 @@
+"""Image sizes: the (height, width) the images are resized to (`data.size`), the crops a
+stage trains on (`stageK.crop`) and the tiles inference runs on (`infer.tile`).
+
+The networks are fully convolutional: a stage may train on crops of the images and
+inference runs on the whole image (or on tiles of it) at `data.size`. Every size is stored as
+(h, w); an int or a 1-tuple is a square. `data.resolution` is the older name of a square
+`data.size`: configs that set it, and runs that saved it, load as `data.size = (r, r)`.
+"""
+import math
+
+SIZE_KEYS = ('data.size', 'stage1.crop', 'stage2.crop', 'stage3.crop', 'fae.crop', 'infer.tile')
+
+
+def as_pair(value):
+  """int | (s,) | (h, w) -> (h, w); () -> () (off)."""
+  if isinstance(value, int) and not isinstance(value, bool):
+    return (value, value)
+  value = tuple(value)
+  return (value[0], value[0]) if len(value) == 1 else value
+
+
+def is_pair(value):
+  return (len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                  for v in value))
+
+
+def parse(text):
+  """'256' -> (256, 256), '128x256' -> (128, 256) (command-line sizes)."""
+  parts = str(text).lower().replace('×', 'x').split('x')
+  try:
+    pair = as_pair(tuple(int(p) for p in parts))
+  except ValueError:
+    pair = ()
+  if len(parts) > 2 or not is_pair(pair):
+    raise ValueError(f'size {text!r} is not S or HxW with positive ints (256, 128x256)')
+  return pair
+
+
+def image_size(config):
+  """(h, w) of the images every network sees at validation, test and `predict`."""
+  return as_pair(config.data.size)
+
+
+def train_size(config, group):
+  """(h, w) of the examples stage group `group` trains on: its crop, or the image size."""
+  crop = as_pair(config[group].get('crop', ()))
+  return crop if crop else image_size(config)
+
+
+def scale(config):
+  """Pixel scale of the images against 256² (score.sigma and score.mean_size are given at
+  256²): the geometric mean of the sides over 256, 1 at 256²."""
+  h, w = image_size(config)
+  return math.sqrt(h * w) / 256
+
+
+def name(size):
+  """'64' for a square, '128x256' otherwise (file and folder names)."""
+  h, w = as_pair(size)
+  return f'{h}' if h == w else f'{h}x{w}'
+
+
+def label(size):
+  """'64²' for a square, '128×256' otherwise (messages and tables)."""
+  h, w = as_pair(size)
+  return f'{h}²' if h == w else f'{h}×{w}'
+
+
+def nearest(n, multiple):
+  """The multiples of `multiple` nearest n (one or two, positive)."""
+  if n <= multiple:
+    return [multiple]
+  lo = n // multiple * multiple
+  return [n] if lo == n else [lo, lo + multiple]
+
+
+def divisible(size, multiple, what, need):
+  """need(...) that both sides of `size` are multiples of `multiple`, naming the nearest valid
+  sides in the message."""
+  for side, axis in zip(as_pair(size), ('height', 'width')):
+    need(side % multiple == 0,
+         f'{what}: {axis} {side} is not a multiple of {multiple} (nearest valid: '
+         f'{" or ".join(map(str, nearest(side, multiple)))})')
+
+
+def migrate(config):
+  """Moves an old `data.resolution` into `data.size` and writes every size as (h, w), in
+  place (the config's own lock is respected: only existing keys are set)."""
+  data = config.data
+  if data.get('resolution') is not None:
+    with data.unlocked():
+      data.size = (data.resolution, data.resolution)
+      data.resolution = None
+  for key in SIZE_KEYS:
+    group, leaf = key.split('.')
+    node = config.get(group)
+    if node is not None and leaf in node:
+      value = node[leaf]
+      if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+      off = not value or all(v == 0 for v in value)
+      with node.unlocked():
+        node[leaf] = () if off and key != 'data.size' else tuple(as_pair(value))
+  return config
+
+
+def network_sizes(config, groups):
+  """[(key, (h, w))] of every size the networks run at: the images, the crops of the stage
+  groups `groups` and the inference tiles (what a method's halvings must divide)."""
+  out = [('data.size', image_size(config))]
+  for group, leaf in [(g, 'crop') for g in groups] + [('infer', 'tile')]:
+    if config[group].get(leaf):
+      out.append((f'{group}.{leaf}', as_pair(config[group][leaf])))
+  return out
+
+
+def validate(c, need):
+  """Sizes are pairs of positive ints; crops and tiles fit inside the image."""
+  size = image_size(c)
+  need(is_pair(size), f'data.size={c.data.size!r} must be an int or (height, width) of '
+       'positive ints')
+  for key in SIZE_KEYS[1:]:
+    group, leaf = key.split('.')
+    value = c[group].get(leaf, ()) if group in c else ()
+    if not value:
+      continue
+    pair = as_pair(value)
+    need(is_pair(pair), f'{key}={value!r} must be an int or (height, width) of positive ints '
+         '(() = off)')
+    need(pair[0] <= size[0] and pair[1] <= size[1],
+         f'{key}={pair} does not fit in data.size={size}')

@@ -1,0 +1,146 @@
+"""Image sizes: (h, w) images, the old data.resolution, training crops, tiled inference."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from rcae_jax import api, augment, inference, ops, sizes, training
+from rcae_jax import config as config_lib
+from rcae_jax import model as model_lib
+
+
+def test_sizes_are_pairs_and_the_old_name_still_loads(tmp_path):
+  assert config_lib.load_config('tiny').data.size == (32, 32)
+  c = config_lib.load_config('tiny', ['data.size=64', 'stage1.crop=16', 'infer.tile=(32, 48)',
+                                     'infer.overlap=8'])
+  assert (c.data.size, c.stage1.crop, c.stage2.crop, c.infer.tile) == (
+      (64, 64), (16, 16), (), (32, 48))
+  assert config_lib.load_config('tiny', ['data.resolution=48']).data.size == (48, 48)
+  assert config_lib.load_config('tiny', ['data.resolution=48', 'stage3.crop=0']).stage3.crop == ()
+  # a user's config file written before data.size
+  own = tmp_path / 'own.py'
+  own.write_text('from rcae_jax import base_config\n\ndef get_config():\n'
+                 '  c = base_config.get_config()\n  c.data.resolution = 64\n  return c\n')
+  c = config_lib.load_config(str(own), ['model.depth=3'])
+  assert (c.data.size, c.data.resolution) == ((64, 64), None)
+  # a run saved before data.size: the same run as today's config of that size
+  saved = json.loads(config_lib.to_json(config_lib.load_config('tiny')))
+  del saved['data']['size']
+  saved['data']['resolution'] = 32
+  for group in ('stage1', 'stage2', 'stage3', 'infer'):
+    saved.pop(group) if group == 'infer' else saved[group].pop('crop')
+  old = config_lib.saved(saved)
+  assert old.data.size == (32, 32) and old.stage1.crop == ()
+  assert config_lib.same_run(old, config_lib.load_config('tiny'))
+  assert not config_lib.same_run(old, config_lib.load_config('tiny', ['data.size=(32, 64)']))
+
+
+@pytest.mark.parametrize('override,match', [
+    ('data.size=(20, 32)', r'data.size=\(20, 32\) \(depth mode halves it 3 times; the DPN/CRD '
+     r'twice\): height 20 is not a multiple of 8 \(nearest valid: 16 or 24\)'),
+    ('data.size=(32, 36)', r'width 36 is not a multiple of 8 \(nearest valid: 32 or 40\)'),
+    ('data.size=(1, 2, 3)', r'data.size=\(1, 2, 3\) must be an int or \(height, width\)'),
+    ('stage2.crop=64', r'stage2.crop=\(64, 64\) does not fit in data.size=\(32, 32\)'),
+    ('stage1.crop=12', r'stage1.crop=\(12, 12\) .*height 12 is not a multiple of 8'),
+    ('infer.tile=16', r'infer.overlap=32 must be smaller than infer.tile=\(16, 16\)'),
+])
+def test_bad_sizes_refused_with_the_nearest_valid(override, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.load_config('tiny', [override])
+
+
+def test_cli_sizes_parse():
+  assert sizes.parse('256') == (256, 256) and sizes.parse('128x256') == (128, 256)
+  with pytest.raises(ValueError, match="size '12x' is not S or HxW"):
+    sizes.parse('12x')
+  assert sizes.nearest(20, 8) == [16, 24] and sizes.nearest(4, 8) == [8]
+
+
+def test_crops_depend_on_the_stream_position_alone():
+  """Each crop is a window of its image at a position drawn from (key, index): the same
+  whatever else is in the batch (so on any device count, and after a resume), and the
+  positions cover every offset."""
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (6, 12, 20, 3)), jnp.uint8)
+  index = jnp.arange(100, 106, dtype=jnp.int32)
+  key = jax.random.PRNGKey(3)
+  out = np.asarray(augment.crops(key, images, index, (8, 8)))
+  alone = np.asarray(augment.crops(key, images[2:3], index[2:3], (8, 8)))
+  np.testing.assert_array_equal(out[2], alone[0])
+  for b in range(6):
+    hits = [(y, x) for y in range(5) for x in range(13)
+            if np.array_equal(np.asarray(images[b, y:y + 8, x:x + 8]), out[b])]
+    assert len(hits) == 1
+  many = jnp.asarray(np.tile(np.arange(12 * 20, dtype=np.float32).reshape(1, 12, 20, 1),
+                             (400, 1, 1, 1)))
+  corners = np.asarray(augment.crops(key, many, jnp.arange(400, dtype=jnp.int32), (8, 8)))
+  ys, xs = corners[:, 0, 0, 0] // 20, corners[:, 0, 0, 0] % 20
+  assert set(ys.astype(int)) == set(range(5)) and set(xs.astype(int)) == set(range(13))
+  assert augment.crops(key, images, index, (12, 20)) is images
+
+
+def test_tiles_cover_and_stitch_a_local_map_exactly():
+  """A map whose receptive field (radius 2) lies within overlap/4 of every tile edge is
+  stitched exactly, sequences (N, B, ...) included, for tiles that do not divide the image."""
+  assert inference.tile_starts(72, 24, 8) == [0, 16, 32, 48]
+  assert inference.tile_starts(40, 64, 8) == [0]
+  x = jnp.asarray(np.random.default_rng(0).random((2, 40, 72, 3)), jnp.float32)
+  fn = lambda p: (ops.mean_filter(p[..., :1], 5, 1), {'recon': jnp.stack([p, 2 * p])})
+  whole = fn(x)
+  for tile, overlap in (((16, 24), 8), ((24, 24), 12), ((40, 32), 16)):
+    got = inference.tiled(fn, x, tile, overlap)
+    np.testing.assert_allclose(got[0], whole[0], atol=1e-6)
+    np.testing.assert_allclose(got[1]['recon'], whole[1]['recon'], atol=1e-6)
+  # overlap/4 < the radius: the seams differ, the rest does not
+  got = np.asarray(inference.tiled(fn, x, (40, 24), 4)[0])
+  diff = np.abs(got - np.asarray(whole[0]))[0, :, :, 0].max(0)
+  assert diff.max() > 1e-3 and diff[:14].max() < 1e-6
+
+
+def test_tiled_inference_equals_whole_image_inference_when_a_tile_is_the_image(tmp_path):
+  """The one inference path with infer.tile: a tile as large as the image is the untiled
+  program; smaller tiles of a 32x64 image give maps of the image's shape, whose difference
+  from the whole-image map is bounded (the pipeline's receptive field and GroupNorm reach
+  the whole image: experiments/receptive_field.py)."""
+  config = tiny_config(tmp_path, 'data.size=(32, 64)', 'model.depth=2')
+  params = model_lib.init_all(config, jax.random.PRNGKey(0))
+  x = np.random.default_rng(1).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+  run = lambda c: jax.jit(inference.make_inference(c))(params, x)
+  whole = run(config)
+  same = run(config_lib.apply_overrides(config, ['infer.tile=(32, 64)', 'infer.overlap=8']))
+  np.testing.assert_array_equal(same['map'], whole['map'])
+  tiles = run(config_lib.apply_overrides(config, ['infer.tile=32', 'infer.overlap=16']))
+  assert tiles['map'].shape == (2, 32, 64)
+  assert np.isfinite(tiles['map']).all()
+  rel = np.abs(tiles['map'] - whole['map']).max() / np.abs(whole['map']).max()
+  assert 0 < rel < 1
+
+
+def test_a_non_square_run_trains_on_crops_and_predicts_at_full_size(tmp_path):
+  """data.size=(16, 32) with 8² crops in stage 1: the steps see crops (their texture bank
+  too), validation and predict see whole images; an input of another shape gets a map of
+  its own shape."""
+  config = tiny_config(tmp_path / 'cache', 'data.size=(16, 32)', 'stage1.crop=8',
+                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1')
+  params = model_lib.init_all(config, jax.random.PRNGKey(0))
+  assert training.frozen_inputs(1, params, config)['textures'].shape[1:3] == (8, 8)
+  training.train(config, tmp_path / 'run')
+  det = api.load(tmp_path / 'run')
+  assert det.input_shape == (16, 32, 3)
+  pred = det.predict(np.zeros((2, 20, 50, 3), np.uint8))
+  assert pred.maps.shape == (2, 20, 50)
+  assert json.loads((tmp_path / 'run' / 'validation.json').read_text())['n_images'] > 0
+  saved = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert (saved['data']['size'], saved['stage1']['crop']) == ([16, 32], [8, 8])
+  # scored on tiles: its own folder; the whole-image results are left as they were
+  whole = api.evaluate(tmp_path / 'run', n_pictures=2)
+  before = (tmp_path / 'run' / 'eval' / 'metrics.json').read_bytes()
+  tiled = api.evaluate(tmp_path / 'run', overrides=['infer.tile=(16, 16)', 'infer.overlap=8'],
+                       n_pictures=2)
+  out = tmp_path / 'run' / 'eval_infer.overlap=8_infer.tile=(16,16)'
+  assert json.loads((out / 'metrics.json').read_text())['mean'] == tiled['mean']
+  assert (tmp_path / 'run' / 'eval' / 'metrics.json').read_bytes() == before
+  assert tiled['n_test'] == whole['n_test'] and tiled['mean'] != whole['mean']
