@@ -175,6 +175,14 @@ def bench_input(config, mesh, iters):
   return times, unprefetched
 
 
+def _n_tiles(config):
+  if not config.infer.tile:
+    return 1
+  (h, w), (th, tw) = sizes.image_size(config), sizes.as_pair(config.infer.tile)
+  o = config.infer.overlap
+  return len(inference.tile_starts(h, th, o)) * len(inference.tile_starts(w, tw, o))
+
+
 def run_one(name, config, mesh, iters, peak, measured=None):
   row = {'name': name, 'size': list(sizes.image_size(config)), 'batch': config.batch_size,
          'method': config_lib.method(config), 'recursion': config.model.recursion,
@@ -191,6 +199,10 @@ def run_one(name, config, mesh, iters, peak, measured=None):
         lambda c, m, i: bench_train(int(name[5:]), c, m, i))
     compile_s, times, (lowered, compiled), out_hash, n_params = fn(config, mesh, iters)
     flops, source, nbytes = _cost((lowered, compiled))
+    n_tiles = _n_tiles(config) if name == 'infer' else 1
+    if n_tiles > 1:  # XLA counts a scan's body once: the tiles' program runs n_tiles times
+      flops, nbytes = flops * n_tiles, nbytes * n_tiles
+      row.update(tiles=n_tiles, cost_note='FLOPs and bytes: one tile x the number of tiles')
     row.update(compile_s=compile_s, flops=flops, flops_source=source, bytes_accessed=nbytes,
                output_hash=out_hash,
                params=n_params, **_memory(compiled))
@@ -220,7 +232,14 @@ def run_one(name, config, mesh, iters, peak, measured=None):
 
 
 def main(args):
-  overrides = list(args.set)
+  try:
+    bench_sizes = [sizes.parse(s) for s in args.size or ()]
+  except ValueError as e:
+    raise config_lib.ConfigError(f'bench --size: {e}') from None
+  # at the benched size before --set: keys checked against the image size (infer.tile,
+  # stageK.crop) are checked against the size they will run at
+  overrides = [f'data.size={bench_sizes[0]}'] if bench_sizes else []
+  overrides += list(args.set)
   if args.batch:
     overrides.append(f'batch_size={args.batch}')
   base = config_lib.load_config(args.config, overrides)
@@ -250,10 +269,7 @@ def main(args):
           f"float32, {measured['bfloat16_flops_per_s'] / 1e9:.1f} bfloat16; copy "
           f"{measured['copy_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
   rows = []
-  try:
-    bench_sizes = [sizes.parse(s) for s in args.size or [sizes.name(base.data.size)]]
-  except ValueError as e:
-    raise config_lib.ConfigError(f'bench --size: {e}') from None
+  bench_sizes = bench_sizes or [sizes.as_pair(base.data.size)]
   for res in bench_sizes:
     for rec, dtype in itertools.product(args.recursion or [base.model.recursion],
                                         args.dtype or [base.model.dtype]):

@@ -51,3 +51,15 @@ def test_bench_times_a_cosine_schedule(tmp_path):
   # mtd.py:cpu decays stage 3's learning rate; bench once refused such a config
   a = _bench(tmp_path, tmp_path / 'a.json', '--what', 'train1', '--set', 'stage1.schedule=cosine')
   assert [r['name'] for r in a['steps']] == ['train1'] and a['steps'][0]['step_s_median'] > 0
+
+
+def test_bench_counts_every_tile_of_tiled_inference(tmp_path):
+  """--size applies before --set (a tile is checked against the benched size), and a tiled
+  program's FLOPs are the tile's times the number of tiles (XLA counts a scan body once)."""
+  whole = _bench(tmp_path, tmp_path / 'w.json', '--what', 'infer', '--size', '16', '32')
+  tiled = _bench(tmp_path, tmp_path / 't.json', '--what', 'infer', '--size', '32',
+                 '--set', f'data.cache_dir={tmp_path}', 'infer.tile=16', 'infer.overlap=8')
+  (f16, f32), row = [r['flops'] for r in whole['steps']], tiled['steps'][0]
+  assert row['tile'] == [16, 16] and row['tiles'] == 9  # starts 0, 8, 16 on each axis
+  assert 0.95 < row['flops'] / (9 * f16) < 1.2 and row['flops'] > f32
+  assert row['compiled_bytes'] < whole['steps'][1]['compiled_bytes']
