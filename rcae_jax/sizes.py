@@ -95,12 +95,10 @@ def migrate(config):
     group, leaf = key.split('.')
     node = config.get(group)
     if node is not None and leaf in node:
-      value = node[leaf]
-      if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,)
-      off = not value or all(v == 0 for v in value)
+      value = as_pair(node[leaf])
+      off = all(v == 0 for v in value)  # () or 0
       with node.unlocked():
-        node[leaf] = () if off and key != 'data.size' else tuple(as_pair(value))
+        node[leaf] = () if off and key != 'data.size' else tuple(value)
   return config
 
 
