@@ -29,7 +29,9 @@ def _free_port():
 
 def _env(devices, **extra):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT), **extra)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  kept = [f for f in env.get('XLA_FLAGS', '').split()
+          if not f.startswith('--xla_force_host_platform_device_count')]
+  env['XLA_FLAGS'] = ' '.join(kept + [f'--xla_force_host_platform_device_count={devices}'])
   return env
 
 

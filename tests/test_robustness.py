@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -82,23 +83,32 @@ def _train_cmd(wd, cache, *extra):
 
 def _signalled(cmd, signals, after_lines=3, timeout=120):
   """Runs cmd, sends `signals` once stage 1 has logged `after_lines` steps; -> (rc, output,
-  seconds from the first signal to the exit)."""
+  seconds from the first signal to the exit). Each later signal is sent once the process has
+  said it handled the one before: two sent back to back while the main thread is inside XLA
+  reach Python's handler as one (CPython keeps one pending flag per signal)."""
   wd = pathlib.Path(cmd[cmd.index('--workdir') + 1])
   log = wd / 'stage1' / 'metrics.jsonl'
   before = len(log.read_text().splitlines()) if log.exists() else 0
   p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+  reader.start()
   t0 = time.time()
   while time.time() - t0 < timeout and p.poll() is None:
     if log.exists() and len(log.read_text().splitlines()) >= before + after_lines:
       break
     time.sleep(0.05)
-  assert p.poll() is None, p.communicate()[0]
+  assert p.poll() is None, ''.join(lines)
   t_sig = time.time()
-  for s in signals:
+  for i, s in enumerate(signals):
+    if i:
+      handled = f'{signal.Signals(signals[i - 1]).name}: finishing this step'
+      while p.poll() is None and not any(handled in l for l in lines):
+        time.sleep(0.01)
     p.send_signal(s)
-    time.sleep(0.01)
-  out = p.communicate(timeout=timeout)[0]
-  return p.returncode, out, time.time() - t_sig
+  p.wait(timeout=timeout)
+  reader.join(timeout=timeout)
+  return p.returncode, ''.join(lines), time.time() - t_sig
 
 
 def test_sigint_and_sigterm_save_and_stop_and_the_same_command_resumes(tmp_path, cache_dir):
