@@ -280,6 +280,26 @@ def to_json(config):
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 
 
+def program_json(config):
+  """The config as JSON less the keys no compiled program reads (`methods.HOST_ONLY`, each
+  group's steps and epochs): the cache key of train steps, models and inference programs, so
+  runs that differ only in length, logging or where their data lies reuse one trace and one
+  compilation. The config rebuilt from it lacks those keys: code inside a program that
+  read one would fail with a missing key, never run with another run's value."""
+  flat_config = flat(config)
+  kept = {k: v for k, v in flat_config.items()
+          if not methods.matches(k, methods.HOST_ONLY)
+          and not (k.count('.') == 1 and k.split('.')[1] in methods.LENGTH_KEYS)}
+  nested = {}
+  for k, v in kept.items():
+    node = nested
+    *parents, leaf = k.split('.')
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = v
+  return json.dumps(nested, sort_keys=True)
+
+
 def from_json(text):
   return from_dict(json.loads(text))
 

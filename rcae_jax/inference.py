@@ -159,7 +159,7 @@ def _rescorer(config_json):
 def rescore(config, raw):
   """Smoothed maps and image scores under config.score from raw maps (B, H, W) (the
   'raw' output): other score choices without running the model again."""
-  return jax.device_get(_rescorer(config_lib.to_json(config))(raw))
+  return jax.device_get(_rescorer(config_lib.program_json(config))(raw))
 
 
 @functools.lru_cache(maxsize=16)
@@ -171,7 +171,7 @@ def _compiled(config_json, with_sequences, mesh):
 
 def compiled(config, mesh, with_sequences=False):
   """The jitted inference over `mesh` (cached per config, mode and mesh)."""
-  return _compiled(config_lib.to_json(config), with_sequences, mesh)
+  return _compiled(config_lib.program_json(config), with_sequences, mesh)
 
 
 def default_mesh():

@@ -50,4 +50,4 @@ def _from_json(config_json):
 
 def from_config(config):
   """The model of a config (cached: the same config gives the same object and programs)."""
-  return _from_json(config_lib.to_json(config))
+  return _from_json(config_lib.program_json(config))

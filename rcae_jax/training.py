@@ -133,11 +133,11 @@ def _train_step(stage, config_json, mesh, total_steps):
 
 
 def train_step(stage, config, mesh, total_steps=None):
-  """The stage's TrainStep (cached per stage, config and mesh, and per length when a cosine
-  schedule depends on it)."""
+  """The stage's TrainStep (cached per stage, config less its host-only keys
+  (`config.program_json`) and mesh, and per length when a cosine schedule depends on it)."""
   if config[methods.stage(config, stage).group].get('schedule', 'constant') == 'constant':
     total_steps = None
-  return _train_step(stage, config_lib.to_json(config), mesh, total_steps)
+  return _train_step(stage, config_lib.program_json(config), mesh, total_steps)
 
 
 def num_steps(config, stage, n_train):

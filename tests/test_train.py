@@ -1,4 +1,5 @@
 """Training: losses fall, exact resume, 1 vs 4 devices, the CRD localises."""
+import json
 import shutil
 
 import chex
@@ -193,6 +194,31 @@ def test_depth_schedule_compiles_once_per_depth(tmp_path):
   training.train_stage(1, config, tmp_path / 'b', images, _frozen(config, 1), mesh)
   assert training.train_step(1, config, mesh) is step
   assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
+  # another run's length, logging and data folder: host-only keys, the same programs
+  longer = config_lib.apply_overrides(config, ['stage1.steps=13', 'stage2.epochs=7',
+                                               'log_every=5', f'data.cache_dir={tmp_path}'])
+  training.train_stage(1, longer, tmp_path / 'c', images, _frozen(config, 1), mesh)
+  assert training.train_step(1, longer, mesh) is step
+  assert [p._cache_size() for p in step.programs.values()] == [1, 1, 1]  # pylint: disable=protected-access
+  assert len(files.read_jsonl(tmp_path / 'c' / 'stage1' / 'metrics.jsonl')) == 3  # 5, 10, 13
+  for key in ('stage1.lr=1e-3', 'stage1.noise=0.0', 'data.seed=1', 'grad_weight=0.5'):
+    assert training.train_step(1, config_lib.apply_overrides(config, [key]), mesh) is not step
+
+
+def test_program_key_leaves_out_exactly_the_host_only_keys(tmp_path):
+  config = _stage_config(tmp_path)
+  key = json.loads(config_lib.program_json(config))
+  flat = config_lib.flat(config)
+  left_out = sorted(set(flat) - set(config_lib.flat(config_lib.from_dict(key))))
+  groups_with_length = sorted(k.split('.')[0] for k in flat if k.endswith('.steps')
+                              and k.count('.') == 1)
+  assert groups_with_length == ['fae', 'stage1', 'stage2', 'stage3']
+  assert left_out == sorted([*methods.HOST_ONLY, *(f'{g}.{n}' for g in groups_with_length
+                                                   for n in ('steps', 'epochs'))])
+  rebuilt = config_lib.from_dict(key)
+  with pytest.raises(AttributeError):  # code in a program reading one fails, loudly
+    _ = rebuilt.stage1.steps
+  assert rebuilt.stage1.lr == config.stage1.lr and rebuilt.model.depth == config.model.depth
 
 
 def test_validation_scores_held_out_pseudo_anomalies(trained_run):

@@ -2,6 +2,8 @@
 metrics on those images plus a pseudo-anomalous copy of each, how much of each planted
 defect survives in R_n and D_n (`rcae_jax.suppression`), and where normal maps peak."""
 
+import functools
+
 import jax
 import numpy as np
 
@@ -20,6 +22,16 @@ SCORE_CHOICES = {
     'mean filter, max': ['score.smoothing=mean', 'score.image=max'],
     'mean filter, top-k mean': ['score.smoothing=mean', 'score.image=topk'],
 }
+
+
+@functools.lru_cache(maxsize=8)
+def _planter(shapes, fillers):
+  """The jitted planting of one batch's pseudo-anomalies (one program per families, traced
+  once per process however many runs validate)."""
+  return jax.jit(jax.vmap(
+      lambda k, img, other, textures: anomalies.synthesize(
+          k, img / 255.0, other / 255.0, textures, shapes=shapes, fillers=fillers,
+          p_clean=0.0, **GENERATOR), in_axes=(0, 0, 0, None)))
 
 
 def validation_batches(config, val_images, seed=0, families=()):
@@ -46,16 +58,13 @@ def validation_batches(config, val_images, seed=0, families=()):
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
   shapes = tuple(f for f in families if f in anomalies.SHAPES) or tuple(anomalies.SHAPES)
   fillers = tuple(f for f in families if f in anomalies.FILLERS) or tuple(anomalies.FILLERS)
-  fn = jax.jit(jax.vmap(
-      lambda k, img, other: anomalies.synthesize(
-          k, img / 255.0, other / 255.0, textures, shapes=shapes, fillers=fillers,
-          p_clean=0.0, **GENERATOR)))
+  fn = _planter(shapes, fillers)
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
     pad = np.r_[idx, np.full(bs - len(idx), idx[-1])]
     x = np.asarray(val_images[pad])
     bad, mask = fn(keys[pad], x.astype(np.float32),
-                   np.asarray(val_images[pad - 1]).astype(np.float32))
+                   np.asarray(val_images[pad - 1]).astype(np.float32), textures)
     k = len(idx)
     yield (n + idx, np.round(np.asarray(bad[:k]) * 255.0).astype(np.uint8),
            np.asarray(mask[:k])[..., 0] > 0.5, x[:k])

@@ -74,6 +74,12 @@ CROSSFIT_KEYS = ('crossfit.folds',)
 # Change no computation, only how a run is logged, saved, fed or where its data lies.
 BOOKKEEPING = ('log_every', 'log.tensorboard', 'ckpt_every', 'eval_batch_size',
                'data.cache_dir', 'data.root', 'data.prepared_dir', 'data.read_threads')
+# Read on the host only, never inside a compiled program: with BOOKKEEPING and every group's
+# `steps` and `epochs` (a stage's length), left out of the key compiled programs are cached
+# under (`config.program_json`), so runs differing only in them trace and compile once.
+HOST_ONLY = BOOKKEEPING + ('data.name', 'data.category', 'data.source', 'data.val_fraction',
+                           'data.train_fraction')
+LENGTH_KEYS = ('steps', 'epochs')
 
 _REGISTRY = {}
 
