@@ -20,14 +20,27 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='rcae
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 
+import filelock  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rcae_jax import config as config_lib  # noqa: E402
+
+
+# The modules of the long subprocess tests: collected first, so that pytest-xdist starts them
+# while the short tests fill the other workers (longest first leaves the shortest tail).
+LONG_FIRST = ('test_preemption.py', 'test_multihost.py', 'test_robustness.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: (LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST
+                       else len(LONG_FIRST))
+  items.sort(key=rank)  # stable: the order inside each module is kept
 
 
 def tiny_config(tmp_cache, *overrides):
@@ -41,12 +54,51 @@ def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('cache')
 
 
-@pytest.fixture(scope='session')
-def trained_run(tmp_path_factory, cache_dir):
-  """One tiny run of all three stages, shared by the evaluate/predict/dynamics tests."""
+def shared(tmp_path_factory, worker_id, name, build):
+  """-> a folder that build(folder) filled once this session: under pytest-xdist the first
+  worker to ask builds it under a file lock in the workers' common temporary folder, the
+  others wait and reuse it. Tests that write into it take `own_copy` (tests write eval/ and
+  take a workdir's lock, so two workers must not share one run folder)."""
+  root = tmp_path_factory.getbasetemp()
+  if worker_id != 'master':
+    root = root.parent  # the same for every worker of this session, fresh each session
+  folder, done = root / f'shared_{name}', root / f'shared_{name}.done'
+  with filelock.FileLock(f'{folder}.lock'):
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)  # a worker that died while building it
+      build(folder)
+      done.touch()
+  return folder
+
+
+def own_copy(tmp_path_factory, folder):
+  path = tmp_path_factory.mktemp(folder.name)
+  shutil.copytree(folder, path, dirs_exist_ok=True, symlinks=True)
+  return path
+
+
+def _trained(folder):
   from rcae_jax import training  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp('run')
-  config = tiny_config(cache_dir, 'model.depth=2', 'stage1.steps=60', 'stage2.steps=30',
+  config = tiny_config(folder / 'cache', 'model.depth=2', 'stage1.steps=60', 'stage2.steps=30',
                        'stage3.steps=40', 'log.tensorboard=True')
-  training.train(config, workdir)
-  return workdir
+  training.train(config, folder / 'run')
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, worker_id):
+  """One tiny run of all three stages, shared by the evaluate/predict/dynamics tests:
+  trained once per session, each worker testing its own copy."""
+  folder = shared(tmp_path_factory, worker_id, 'trained', _trained)
+  return own_copy(tmp_path_factory, folder / 'run')
+
+
+@pytest.fixture(scope='session')
+def evaluated_run(tmp_path_factory, worker_id):
+  """The shared tiny run, evaluated once (eval/scores.csv, eval/metrics.json)."""
+  def build(folder):
+    import rcae_jax  # pylint: disable=g-import-not-at-top
+    trained = shared(tmp_path_factory, worker_id, 'trained', _trained)
+    shutil.copytree(trained / 'run', folder / 'run', symlinks=True)
+    rcae_jax.evaluate(folder / 'run')
+  folder = shared(tmp_path_factory, worker_id, 'evaluated', build)
+  return own_copy(tmp_path_factory, folder / 'run')

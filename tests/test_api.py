@@ -26,18 +26,11 @@ def _snippet():
   return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
 
-@pytest.fixture(scope='module')
-def evaluated(trained_run):
-  """The shared tiny run, evaluated once (eval/scores.csv) for this module."""
-  rcae_jax.evaluate(trained_run)
-  return trained_run
-
-
-def test_readme_snippet_runs_as_written(evaluated, tmp_path, monkeypatch):
-  config, _ = checkpoints.load_bundle(evaluated)
+def test_readme_snippet_runs_as_written(evaluated_run, tmp_path, monkeypatch):
+  config, _ = checkpoints.load_bundle(evaluated_run)
   ds = data_lib.load(config, need_test=True)
   (tmp_path / 'runs').mkdir()
-  (tmp_path / 'runs' / 'demo').symlink_to(evaluated)
+  (tmp_path / 'runs' / 'demo').symlink_to(evaluated_run)
   (tmp_path / 'parts').mkdir()
   for i in (0, -1):  # a normal and a defective test image, at their own (larger) size
     Image.open(ds.test_names[i]).save(tmp_path / 'parts' / f'{i % 7}.png')
@@ -53,18 +46,18 @@ def test_readme_snippet_runs_as_written(evaluated, tmp_path, monkeypatch):
   assert scope['metrics']['mean']['image_auroc'] >= 0
 
 
-def test_predict_gives_the_scores_evaluate_wrote(evaluated):
+def test_predict_gives_the_scores_evaluate_wrote(evaluated_run):
   """Detector.predict on the test files = eval/scores.csv (the same files through evaluate)
   and its maps = the maps evaluate measured (inference.run on the loader's arrays)."""
-  rows = list(csv.DictReader(open(evaluated / 'eval' / 'scores.csv')))
-  config, params = checkpoints.load_bundle(evaluated)
+  rows = list(csv.DictReader(open(evaluated_run / 'eval' / 'scores.csv')))
+  config, params = checkpoints.load_bundle(evaluated_run)
   ds = data_lib.load(config, need_test=True)
   assert [r['image'] for r in rows] == list(ds.test_names)
   assert [int(r['label']) for r in rows] == list(ds.test_labels)
-  detector = rcae_jax.load(evaluated)
+  detector = rcae_jax.load(evaluated_run)
   pred = detector.predict(list(ds.test_names))
   np.testing.assert_allclose(pred.scores, [float(r['score']) for r in rows], rtol=1e-6)
-  cal = json.loads((evaluated / 'calibration.json').read_text())
+  cal = json.loads((evaluated_run / 'calibration.json').read_text())
   assert [r['decision'] == 'anomalous' for r in rows] == list(pred.scores > cal['threshold'])
   assert list(pred.is_anomalous) == list(pred.scores > cal['threshold'])
   ref = inference.run(config, params, ds.test)
@@ -223,11 +216,11 @@ def test_curves_and_tensorboard_beside_the_log(trained_run):
       assert scalars[(f'stage{stage}/lr', r['step'])] == pytest.approx(r['lr'])
 
 
-def test_evaluate_on_other_data_leaves_the_run_files(evaluated, capsys):
+def test_evaluate_on_other_data_leaves_the_run_files(evaluated_run, capsys):
   """`evaluate --data` (the CLI) and evaluate(data=...) score another dataset's test set
   without touching the run's calibration.json and validation.json."""
-  before = {f: (evaluated / f).read_bytes() for f in ('calibration.json', 'validation.json')}
-  assert cli.main(['evaluate', '--workdir', str(evaluated), '--data', 'builtin']) == 0
+  before = {f: (evaluated_run / f).read_bytes() for f in ('calibration.json', 'validation.json')}
+  assert cli.main(['evaluate', '--workdir', str(evaluated_run), '--data', 'builtin']) == 0
   assert '| category |' in capsys.readouterr().out
-  assert rcae_jax.evaluate(evaluated, data='builtin')['n_test'] > 0
-  assert {f: (evaluated / f).read_bytes() for f in before} == before
+  assert rcae_jax.evaluate(evaluated_run, data='builtin')['n_test'] > 0
+  assert {f: (evaluated_run / f).read_bytes() for f in before} == before

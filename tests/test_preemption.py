@@ -11,7 +11,7 @@ import chex
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, own_copy, shared
 from rcae_jax import checkpoints, crossfit, files
 from rcae_jax import config as config_lib
 from rcae_jax.data import batches
@@ -73,12 +73,16 @@ def _killed(proc, point):
   assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
 
 
-@pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
-  root = tmp_path_factory.mktemp('preempt')
-  proc = _train(root / 'ref', root / 'cache')
+def _reference(folder):
+  proc = _train(folder / 'ref', folder / 'cache')
   assert proc.returncode == 0, proc.stderr[-2000:]
-  return root
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, worker_id):
+  """The uninterrupted cross-fitted run (ref/) and its data cache, trained once per session;
+  each worker gets its own copy (a test evaluates into ref/)."""
+  return own_copy(tmp_path_factory, shared(tmp_path_factory, worker_id, 'preempt', _reference))
 
 
 def test_killed_at_every_point_resumes_exactly(uninterrupted):
