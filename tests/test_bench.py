@@ -63,3 +63,22 @@ def test_bench_counts_every_tile_of_tiled_inference(tmp_path):
   assert row['tile'] == [16, 16] and row['tiles'] == 9  # starts 0, 8, 16 on each axis
   assert 0.95 < row['flops'] / (9 * f16) < 1.2 and row['flops'] > f32
   assert row['compiled_bytes'] < whole['steps'][1]['compiled_bytes']
+
+
+def test_conv_paths_im2col_is_the_same_convolution(capsys):
+  """experiments/conv_paths.py times a convolution two ways: they must compute the same thing
+  (every shape it measures, stride 1 and 2, against lax.conv_general_dilated)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from experiments import conv_paths  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for cin, cout, k, s, _ in conv_paths.SHAPES:
+    x = rng.random((2, 8, 8, cin), np.float32)
+    w = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    pads = conv_paths._pads(k, s)  # pylint: disable=protected-access
+    want = jax.lax.conv_general_dilated(x, w, (s, s), pads, dimension_numbers=conv_paths.DN)
+    got = np.einsum('bhwk,ko->bhwo', conv_paths.patches(x, k, s, pads), w.reshape(-1, cout))
+    assert got.shape == want.shape == (2, 8 // s, 8 // s, cout)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  row = conv_paths.measure(16, 16, 3, 1, 8, 'float32', batch=2, iters=1)
+  assert row['max_rel_diff'] < 1e-5 and row['gflop'] == 3 * 2 * 2 * 8 * 8 * 9 * 16 * 16 / 1e9
