@@ -30,7 +30,8 @@ PEAKS = {
 }
 
 
-def _median_s(fn, args, iters):
+def median_seconds(fn, args, iters):
+  """The median wall time of `iters` calls of fn(*args) after one warm-up call (compiles)."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(iters):
@@ -49,10 +50,10 @@ def measure_peak(device, n=2048, copy_mib=256, iters=5):
     for dtype in ('float32', 'bfloat16'):
       a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
       mm = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jax.numpy.float32))
-      out[f'{dtype}_flops_per_s'] = 2 * n ** 3 / _median_s(mm, (a, a), iters)
+      out[f'{dtype}_flops_per_s'] = 2 * n ** 3 / median_seconds(mm, (a, a), iters)
     x = jax.numpy.ones((copy_mib * 2 ** 20 // 4,), jax.numpy.float32)
     copy = jax.jit(lambda v: v * 1.0001)  # one read and one write of every element
-    out['copy_bytes_per_s'] = 2 * x.nbytes / _median_s(copy, (x,), iters)
+    out['copy_bytes_per_s'] = 2 * x.nbytes / median_seconds(copy, (x,), iters)
   return out
 
 

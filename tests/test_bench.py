@@ -65,7 +65,7 @@ def test_bench_counts_every_tile_of_tiled_inference(tmp_path):
   assert row['compiled_bytes'] < whole['steps'][1]['compiled_bytes']
 
 
-def test_conv_paths_im2col_is_the_same_convolution(capsys):
+def test_conv_paths_im2col_is_the_same_convolution():
   """experiments/conv_paths.py times a convolution two ways: they must compute the same thing
   (every shape it measures, stride 1 and 2, against lax.conv_general_dilated)."""
   import jax  # pylint: disable=g-import-not-at-top
