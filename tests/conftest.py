@@ -54,13 +54,13 @@ def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('cache')
 
 
-def shared(tmp_path_factory, worker_id, name, build):
+def shared(tmp_path_factory, name, build):
   """-> a folder that build(folder) filled once this session: under pytest-xdist the first
   worker to ask builds it under a file lock in the workers' common temporary folder, the
   others wait and reuse it. Tests that write into it take `own_copy` (tests write eval/ and
   take a workdir's lock, so two workers must not share one run folder)."""
   root = tmp_path_factory.getbasetemp()
-  if worker_id != 'master':
+  if os.environ.get('PYTEST_XDIST_WORKER'):  # not xdist's worker_id fixture: -p no:xdist works
     root = root.parent  # the same for every worker of this session, fresh each session
   folder, done = root / f'shared_{name}', root / f'shared_{name}.done'
   with filelock.FileLock(f'{folder}.lock'):
@@ -85,20 +85,20 @@ def _trained(folder):
 
 
 @pytest.fixture(scope='session')
-def trained_run(tmp_path_factory, worker_id):
+def trained_run(tmp_path_factory):
   """One tiny run of all three stages, shared by the evaluate/predict/dynamics tests:
   trained once per session, each worker testing its own copy."""
-  folder = shared(tmp_path_factory, worker_id, 'trained', _trained)
+  folder = shared(tmp_path_factory, 'trained', _trained)
   return own_copy(tmp_path_factory, folder / 'run')
 
 
 @pytest.fixture(scope='session')
-def evaluated_run(tmp_path_factory, worker_id):
+def evaluated_run(tmp_path_factory):
   """The shared tiny run, evaluated once (eval/scores.csv, eval/metrics.json)."""
   def build(folder):
     import rcae_jax  # pylint: disable=g-import-not-at-top
-    trained = shared(tmp_path_factory, worker_id, 'trained', _trained)
+    trained = shared(tmp_path_factory, 'trained', _trained)
     shutil.copytree(trained / 'run', folder / 'run', symlinks=True)
     rcae_jax.evaluate(folder / 'run')
-  folder = shared(tmp_path_factory, worker_id, 'evaluated', build)
+  folder = shared(tmp_path_factory, 'evaluated', build)
   return own_copy(tmp_path_factory, folder / 'run')

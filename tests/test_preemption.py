@@ -79,10 +79,10 @@ def _reference(folder):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory, worker_id):
+def uninterrupted(tmp_path_factory):
   """The uninterrupted cross-fitted run (ref/) and its data cache, trained once per session;
   each worker gets its own copy (a test evaluates into ref/)."""
-  return own_copy(tmp_path_factory, shared(tmp_path_factory, worker_id, 'preempt', _reference))
+  return own_copy(tmp_path_factory, shared(tmp_path_factory, 'preempt', _reference))
 
 
 def test_killed_at_every_point_resumes_exactly(uninterrupted):
