@@ -7,8 +7,9 @@
 
 The command line calls these functions, so a notebook and `python -m rcae_jax` take one path
 (`predict` writes its PNGs and CSVs from `Detector.predict`). Inputs at another size than the
-run's are resized the way the data loader resizes files (PIL bilinear), and maps come back
-at the input's size.
+run's are resized the way the data loader resizes files (PIL bilinear; with the run's
+data.resize='keep', aspect kept and padded by reflection, the padding left out of the score),
+and maps come back at the input's size.
 """
 import dataclasses
 import os
@@ -61,7 +62,8 @@ class Detector:
             f'input {self.input_shape}, threshold={self.threshold})')
 
   def _model_inputs(self, images):
-    """-> (model-size batch, input sizes, whether the input was a list)."""
+    """-> (model-size batch, content boxes (B, 4) or None when stretched, input sizes,
+    whether the input was a list)."""
     if isinstance(images, (str, os.PathLike)):
       images = [images]
     if isinstance(images, np.ndarray) or hasattr(images, '__array__') and not isinstance(
@@ -71,12 +73,12 @@ class Detector:
         raise InputError(f'images: expected a batch (B, H, W, C) with C = '
                          f'{self.config.data.channels}, got shape {batch.shape} (one image: '
                          f'pass images[None])')
-      return self._resized(list(batch), 'images'), [batch.shape[1:3]] * len(batch), False
+      return (*self._resized(list(batch), 'images'), [batch.shape[1:3]] * len(batch), False)
     items = list(images)
     if not items:
       raise InputError('images: an empty list')
     arrays = [self._read(item, i) for i, item in enumerate(items)]
-    return self._resized(arrays, None), [a.shape[:2] for a in arrays], True
+    return (*self._resized(arrays, None), [a.shape[:2] for a in arrays], True)
 
   def _read(self, item, i):
     if isinstance(item, (str, os.PathLike)):
@@ -90,24 +92,32 @@ class Detector:
     return arr
 
   def _resized(self, arrays, name):
+    """-> (batch at the networks' size, content boxes (B, 4) or None when stretched)."""
     h, w, ch = self.input_shape
+    keep = self.config.data.get('resize', 'stretch') == 'keep'
     # all uint8: kept uint8, so the networks divide by 255 as in training and evaluation
     dtype = np.uint8 if all(a.dtype == np.uint8 for a in arrays) else np.float32
     out = np.empty((len(arrays), h, w, ch), dtype)
+    boxes = np.empty((len(arrays), 4), np.int32)
     for i, a in enumerate(arrays):
       where = f'{name or "images"}[{i}]'
       if a.shape[-1] != ch:
         raise InputError(f'{where}: {a.shape[-1]} channels, the detector takes {ch} '
                          f'(data.channels of the run)')
-      out[i] = _to_model(a, (h, w), where, dtype)
-    return out
+      boxes[i] = sizes.fit_box(a.shape[:2], (h, w)) if keep else (0, 0, h, w)
+      out[i] = _padded(_to_model(a, tuple(int(v) for v in boxes[i, 2:]), where, dtype),
+                       boxes[i], (h, w))
+    return out, (boxes if keep else None)
 
   def predict(self, images, batch_size=None):
     """-> Prediction of images: a uint8 or float ([0, 1]) array (B, H, W, C), or a list of
     paths or (H, W, C) arrays of any sizes."""
-    x, sizes, as_list = self._model_inputs(images)
-    out = inference.run(self.config, self.params, x, batch_size=batch_size)
-    maps = [resize_map(m, hw) for m, hw in zip(out['map'], sizes)]
+    x, boxes, hws, as_list = self._model_inputs(images)
+    valid = None if boxes is None else sizes.Valid(boxes, x.shape[1:3])
+    out = inference.run(self.config, self.params, x, batch_size=batch_size, valid=valid)
+    if boxes is not None:  # the padding cut off: the map covers the image only
+      out['map'] = [sizes.crop_box(m, b) for m, b in zip(out['map'], boxes)]
+    maps = [resize_map(m, hw) for m, hw in zip(out['map'], hws)]
     scores = np.asarray(out['score'], np.float64)
     decisions = None if self.threshold is None else scores > self.threshold
     return Prediction(maps if as_list else np.stack(maps), scores, decisions, self.threshold)
@@ -115,10 +125,21 @@ class Detector:
   def reconstructions(self, images, batch_size=None):
     """-> {'input': (B, h, w, C) the images at the networks' size, float32 [0, 1];
     'recon': R_1..R_N (N, B, h, w, C); 'enhanced': D_1..D_N when the method has a DPN}."""
-    x, _, _ = self._model_inputs(images)
-    out = inference.run(self.config, self.params, x, with_sequences=True, batch_size=batch_size)
+    x, boxes, _, _ = self._model_inputs(images)
+    valid = None if boxes is None else sizes.Valid(boxes, x.shape[1:3])
+    out = inference.run(self.config, self.params, x, with_sequences=True, batch_size=batch_size,
+                        valid=valid)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
     return {'input': x, **{k: out[k] for k in inference.SEQUENCES if k in out}}
+
+
+def _padded(a, box, hw):
+  """a (the image resized into box) placed in hw, the rest padded by reflection as
+  `common.read_image` pads kept-aspect files."""
+  t, l, h, w = (int(v) for v in box)
+  if (h, w) == tuple(hw):
+    return a
+  return np.pad(a, ((t, hw[0] - t - h), (l, hw[1] - l - w), (0, 0)), mode='symmetric')
 
 
 def _to_model(a, hw, where, dtype):

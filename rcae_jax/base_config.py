@@ -25,6 +25,9 @@ def get_config():
   # is its older name for a square, read into it (rcae_jax/sizes.py)
   c.data.size = (256, 256)
   c.data.resolution = None
+  # stretch: to data.size whatever the image's aspect | keep: the aspect kept, centred, the
+  # rest padded by reflection and ignored by scores, metrics and pictures (rcae_jax/sizes.py)
+  c.data.resize = 'stretch'
   c.data.channels = 3            # 1 or 3: grayscale data is widened to 3, RGB kept
   c.data.val_fraction = 0.1      # normal train images held out for calibration
   c.data.train_fraction = 1.0    # ablation "10 % of the training data" = 0.1

@@ -93,6 +93,12 @@ def export(workdir, out, onnx_batches=(1,), seed=0):
                                  f'empty folder (nothing there is overwritten)')
   detector = api.load(workdir)
   config = detector.config
+  if config.data.get('resize', 'stretch') != 'stretch':
+    # the artifact's program takes no padding mask, so it would score the padding too
+    raise config_lib.ConfigError(
+        f'{workdir}: data.resize={config.data.resize!r} runs cannot be exported yet (the '
+        'exported program would score the padding as image); use the run through '
+        'rcae_jax.load or `predict`, or train with data.resize=stretch to export')
   params = jax.device_get(jax.tree.map(lambda a: a.addressable_data(0), detector.params))
   fn, leaves = _program(config, params)
   h, w, c = detector.input_shape

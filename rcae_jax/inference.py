@@ -42,15 +42,26 @@ def smooth(raw, config):
   return ops.gaussian_blur(raw, smoothing_sigma(config))
 
 
-def image_score(smoothed_map, config):
+def image_score(smoothed_map, config, valid=None):
   """score.image: 'max', 'topk' (mean of the score.topk largest) or 'sum' (FAE's default
-  reduction; the mean, which ranks images the same)."""
+  reduction; the mean, which ranks images the same), over the pixels `valid` (B, H, W)
+  marks (kept-aspect images: not the padding), or over all."""
   flat = smoothed_map.reshape(smoothed_map.shape[0], -1)
+  if valid is None:
+    if config.score.image == 'max':
+      return flat.max(axis=1)
+    if config.score.image == 'sum':
+      return flat.mean(axis=1)
+    return jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0].mean(axis=1)
+  keep = valid.reshape(flat.shape)
+  if config.score.image == 'sum':
+    return jnp.where(keep, flat, 0).sum(axis=1) / jnp.maximum(keep.sum(axis=1), 1)
+  flat = jnp.where(keep, flat, -jnp.inf)
   if config.score.image == 'max':
     return flat.max(axis=1)
-  if config.score.image == 'sum':
-    return flat.mean(axis=1)
-  return jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0].mean(axis=1)
+  top = jax.lax.top_k(flat, min(config.score.topk, flat.shape[1]))[0]
+  finite = jnp.isfinite(top)  # fewer valid pixels than top-k: the mean of those there are
+  return jnp.where(finite, top, 0).sum(axis=1) / jnp.maximum(finite.sum(axis=1), 1)
 
 
 def tile_starts(length, tile, overlap):
@@ -117,7 +128,9 @@ def tiled(fn, x, tile, overlap):
 
 
 def make_inference(config, with_sequences=False):
-  """-> infer(params, images), images float (B, H, W, C) in [0, 1] or uint8.
+  """-> infer(params, images, valid=None), images float (B, H, W, C) in [0, 1] or uint8;
+  valid bool (B, H, W): the pixels the image score is taken over (kept-aspect images: not
+  the padding; None: all). The maps cover every pixel; metrics and pictures drop the rest.
 
   Returns {'map': (B, H, W) smoothed anomaly map, 'score': (B,)} and, with_sequences,
   'raw' (B, H, W) the map before smoothing (`rescore`), 'recon' (N, B, H, W, C) and
@@ -128,8 +141,10 @@ def make_inference(config, with_sequences=False):
   source = config_lib.score_source(config)
   tile = sizes.as_pair(config.infer.tile) if config.infer.get('tile') else None
 
-  def infer(params, images):
+  def infer(params, images, valid=None):
     chex.assert_rank(images, 4)
+    if valid is not None:
+      chex.assert_shape(valid, images.shape[:3])
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
     fn = lambda part: crossfit.raw_map(model, params, part, source, with_sequences is True,
                                        config)
@@ -140,7 +155,8 @@ def make_inference(config, with_sequences=False):
     smoothed = smooth(raw, config)
     if with_sequences:
       out['raw'] = jnp.squeeze(raw, -1)
-    return {**out, 'map': jnp.squeeze(smoothed, -1), 'score': image_score(smoothed, config)}
+    return {**out, 'map': jnp.squeeze(smoothed, -1),
+            'score': image_score(smoothed, config, valid)}
 
   return infer
 
@@ -149,29 +165,32 @@ def make_inference(config, with_sequences=False):
 def _rescorer(config_json):
   config = config_lib.from_json(config_json)
 
-  def fn(raw):
+  def fn(raw, valid):
     smoothed = smooth(raw[..., None], config)
-    return {'map': smoothed[..., 0], 'score': image_score(smoothed, config)}
+    return {'map': smoothed[..., 0], 'score': image_score(smoothed, config, valid)}
 
   return jax.jit(fn)
 
 
-def rescore(config, raw):
+def rescore(config, raw, valid=None):
   """Smoothed maps and image scores under config.score from raw maps (B, H, W) (the
-  'raw' output): other score choices without running the model again."""
-  return jax.device_get(_rescorer(config_lib.program_json(config))(raw))
+  'raw' output), over the `valid` pixels (B, H, W) or all: other score choices without
+  running the model again."""
+  return jax.device_get(_rescorer(config_lib.program_json(config))(raw, valid))
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(config_json, with_sequences, mesh):
+def _compiled(config_json, with_sequences, mesh, masked):
   fn = make_inference(config_lib.from_json(config_json), with_sequences)
-  return jax.jit(fn, in_shardings=(parallel.NamedSharding(mesh, parallel.P()),
-                                   parallel.NamedSharding(mesh, parallel.P(parallel.AXIS))))
+  batch = parallel.NamedSharding(mesh, parallel.P(parallel.AXIS))
+  return jax.jit(fn, in_shardings=(parallel.NamedSharding(mesh, parallel.P()), batch)
+                 + ((batch,) if masked else ()))
 
 
-def compiled(config, mesh, with_sequences=False):
-  """The jitted inference over `mesh` (cached per config, mode and mesh)."""
-  return _compiled(config_lib.program_json(config), with_sequences, mesh)
+def compiled(config, mesh, with_sequences=False, masked=False):
+  """The jitted inference over `mesh` (cached per config, mode and mesh); masked: it takes
+  `valid` (B, H, W) as its third argument."""
+  return _compiled(config_lib.program_json(config), with_sequences, mesh, masked)
 
 
 def default_mesh():
@@ -179,17 +198,21 @@ def default_mesh():
   return parallel.make_mesh(jax.local_devices())
 
 
-def batches(config, params, images, with_sequences=False, batch_size=None, mesh=None):
+def batches(config, params, images, with_sequences=False, batch_size=None, mesh=None,
+            valid=None):
   """Yields (indices, outputs) over `images` (uint8 (N, H, W, C), an array or a lazy view)
   batch by batch, outputs as numpy with the padding dropped: host memory holds one batch.
+  valid: bool (N, H, W) (or a `sizes.Valid` view), the pixels each image score is taken over.
 
   The batch is config.eval_batch_size (or batch_size) rounded up to a multiple of the
   mesh's devices; results do not depend on it beyond float rounding.
   """
   if not len(images):
     raise ValueError('no images to run inference on')
+  if valid is not None and len(valid) != len(images):
+    raise ValueError(f'valid: {len(valid)} masks for {len(images)} images')
   mesh = mesh or default_mesh()
-  fn = compiled(config, mesh, with_sequences)
+  fn = compiled(config, mesh, with_sequences, masked=valid is not None)
   n_dev = mesh.devices.size
   bs = -(-(batch_size or config.eval_batch_size) // n_dev) * n_dev
   params = parallel.replicate(params, mesh)
@@ -199,25 +222,29 @@ def batches(config, params, images, with_sequences=False, batch_size=None, mesh=
     out, idx = jax.device_get(job[0]), job[1]
     return idx, {k: np.take(v, np.arange(len(idx)), axis=_batch_axis(k)) for k, v in out.items()}
 
+  def placed(a, n):  # padded to the batch; placed explicitly: with several processes jit
+    # refuses sharded numpy inputs (this mesh holds only this process's devices)
+    if n < bs:
+      a = np.concatenate([a, np.repeat(a[-1:], bs - n, axis=0)])
+    return jax.device_put(a, parallel.NamedSharding(mesh, parallel.P(parallel.AXIS)))
+
   for start in range(0, len(images), bs):
     idx = np.arange(start, min(len(images), start + bs))
-    chunk = np.asarray(images[start:start + bs])
-    if len(idx) < bs:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(idx), axis=0)])
-    # placed explicitly: with several processes jit refuses sharded numpy inputs (this
-    # mesh holds only this process's devices; each process evaluates on its own)
-    chunk = jax.device_put(chunk, parallel.NamedSharding(mesh, parallel.P(parallel.AXIS)))
-    job = (fn(params, chunk), idx)  # dispatched before the previous batch is fetched
+    args = [placed(np.asarray(images[start:start + bs]), len(idx))]
+    if valid is not None:
+      args.append(placed(np.asarray(valid[start:start + bs], bool), len(idx)))
+    job = (fn(params, *args), idx)  # dispatched before the previous batch is fetched
     if pending:
       yield fetch(pending)
     pending = job
   yield fetch(pending)
 
 
-def run(config, params, images, with_sequences=False, batch_size=None, mesh=None):
+def run(config, params, images, with_sequences=False, batch_size=None, mesh=None, valid=None):
   """images uint8 (N, H, W, C) -> dict of numpy arrays over all images (see
   `make_inference`); `batches` streams them instead."""
-  outs = [o for _, o in batches(config, params, images, with_sequences, batch_size, mesh)]
+  outs = [o for _, o in batches(config, params, images, with_sequences, batch_size, mesh,
+                                valid)]
   return {k: np.concatenate([o[k] for o in outs], axis=_batch_axis(k)) for k in outs[0]}
 
 

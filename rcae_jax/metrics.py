@@ -79,12 +79,27 @@ def region_weights(masks):
   return (w / n_regions).astype(np.float32)
 
 
-def pixel_metrics(maps, masks, fpr_limit=0.3):
-  """(P-AUROC, pixel AP, AUPRO up to fpr_limit) from maps (N, H, W) and bool masks."""
+def _kept(masks, valid):
+  """The flat indices of the pixels to count (all, or where `valid`: kept-aspect images'
+  padding is neither normal nor defective); a defect pixel outside them is an error."""
+  if valid is None:
+    return slice(None)
+  valid = np.asarray(valid, bool)
+  if valid.shape != masks.shape:
+    raise ValueError(f'pixel metrics: valid {valid.shape} and masks {masks.shape} differ')
+  if (masks & ~valid).any():
+    raise ValueError('pixel metrics: defect pixels marked as padding (valid = False)')
+  return valid.ravel()
+
+
+def pixel_metrics(maps, masks, fpr_limit=0.3, valid=None):
+  """(P-AUROC, pixel AP, AUPRO up to fpr_limit) from maps (N, H, W) and bool masks, over the
+  `valid` pixels (bool (N, H, W)) or all."""
   masks = np.asarray(masks, bool)
-  scores = np.asarray(maps, np.float32).ravel()
-  labels = masks.ravel()
-  weights = region_weights(masks).ravel()
+  kept = _kept(masks, valid)
+  scores = np.asarray(maps, np.float32).ravel()[kept]
+  labels = masks.ravel()[kept]
+  weights = region_weights(masks).ravel()[kept]
   fps, tps, pro = _curve(scores, labels, weights)
   del scores, weights
   return _from_curve(fps, tps, pro, fpr_limit)
@@ -134,7 +149,8 @@ class PixelCurves:
     self.pro = np.zeros(2 ** bits, np.float64)
     self.n_regions = 0
 
-  def add(self, maps, masks):
+  def add(self, maps, masks, valid=None):
+    """Adds maps (N, H, W) and bool masks, over the `valid` pixels (bool (N, H, W)) or all."""
     maps = np.asarray(maps, np.float32)
     masks = np.asarray(masks, bool)
     if maps.shape != masks.shape or maps.ndim != 3:
@@ -142,12 +158,13 @@ class PixelCurves:
                        'be (N, H, W)')
     if not np.isfinite(maps).all():
       raise ValueError('pixel metrics: maps contain NaN/inf (diverged model?)')
-    keys, m = _bin_keys(maps.ravel(), self.bits), masks.ravel()
+    kept = _kept(masks, valid)
+    keys, m = _bin_keys(maps.ravel()[kept], self.bits), masks.ravel()[kept]
     inv, n = inverse_region_sizes(masks)
     size = len(self.neg)
     self.neg += np.bincount(keys[~m], minlength=size)
     self.pos += np.bincount(keys[m], minlength=size)
-    self.pro += np.bincount(keys[m], weights=inv.ravel()[m], minlength=size)
+    self.pro += np.bincount(keys[m], weights=inv.ravel()[kept][m], minlength=size)
     self.n_regions += n
     return self
 
@@ -202,10 +219,11 @@ def streamed_metrics(image_scores, image_labels, curves, fpr_limit=0.3):
   return {k: out[k] for k in METRICS + ('bounds',)}
 
 
-def compute_metrics(image_scores, image_labels, anomaly_maps, masks):
+def compute_metrics(image_scores, image_labels, anomaly_maps, masks, valid=None):
   """The field's metrics in percent: image_auroc, pixel_auroc, aupro, image_f1_max, pixel_ap.
 
-  image_scores (N,), image_labels (N,) {0, 1}, anomaly_maps (N, H, W), masks (N, H, W) bool.
+  image_scores (N,), image_labels (N,) {0, 1}, anomaly_maps (N, H, W), masks (N, H, W) bool;
+  valid (N, H, W) bool: the pixels the pixel metrics count (None: all).
   """
   image_scores = np.asarray(image_scores, np.float64)
   image_labels = np.asarray(image_labels).astype(bool)
@@ -217,7 +235,7 @@ def compute_metrics(image_scores, image_labels, anomaly_maps, masks):
                      '(N,), (N,), (N, H, W), (N, H, W)')
   if not np.isfinite(image_scores).all() or not np.isfinite(maps).all():
     raise ValueError('compute_metrics: scores or maps contain NaN/inf (diverged model?)')
-  p_auroc, ap, aupro = pixel_metrics(maps, masks)
+  p_auroc, ap, aupro = pixel_metrics(maps, masks, valid=valid)
   return {
       'image_auroc': 100 * auroc(image_scores, image_labels),
       'pixel_auroc': 100 * p_auroc,

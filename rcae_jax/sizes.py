@@ -8,6 +8,9 @@ inference runs on the whole image (or on tiles of it) at `data.size`. Every size
 """
 import math
 
+import numpy as np
+
+RESIZE = ('stretch', 'keep')  # data.resize
 SIZE_KEYS = ('data.size', 'stage1.crop', 'stage2.crop', 'stage3.crop', 'fae.crop', 'infer.tile')
 
 
@@ -115,6 +118,8 @@ def network_sizes(config, groups):
 def validate(c, need):
   """Sizes are pairs of positive ints; crops and tiles fit inside the image."""
   size = image_size(c)
+  need(c.data.get('resize', 'stretch') in RESIZE,
+       f'data.resize={c.data.get("resize")!r} must be one of {RESIZE}')
   need(is_pair(size), f'data.size={c.data.size!r} must be an int or (height, width) of '
        'positive ints')
   for key in SIZE_KEYS[1:]:
@@ -127,3 +132,58 @@ def validate(c, need):
          '(() = off)')
     need(pair[0] <= size[0] and pair[1] <= size[1],
          f'{key}={pair} does not fit in data.size={size}')
+
+
+def fit_box(full_hw, size):
+  """(top, left, h, w) of an image of size full_hw = (H, W) resized into size (h, w) with its
+  aspect ratio kept (`data.resize='keep'`), centred: the rest of (h, w) is padding."""
+  (big_h, big_w), (h, w) = full_hw, as_pair(size)
+  s = min(h / big_h, w / big_w)
+  ch, cw = max(1, min(h, round(big_h * s))), max(1, min(w, round(big_w * s)))
+  return ((h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
+def box_masks(boxes, size):
+  """bool (N, h, w): True inside each image's content box (N, 4) (top, left, h, w)."""
+  h, w = as_pair(size)
+  boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+  ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+  t, l, bh, bw = (boxes[:, i, None, None] for i in range(4))
+  return (ys >= t) & (ys < t + bh) & (xs >= l) & (xs < l + bw)
+
+
+class Valid:
+  """The pixels that are image, not padding, of N images kept-aspect in (h, w): an array-like
+  view (len, shape, [i], [slice], [indices]) that builds the bool masks (N, h, w) only for
+  what is indexed, from the content boxes (N, 4) (top, left, h, w)."""
+
+  def __init__(self, boxes, size):
+    self.boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+    self.size = as_pair(size)
+    self.shape = (len(self.boxes),) + self.size
+    self.dtype = np.dtype(bool)
+
+  def __len__(self):
+    return len(self.boxes)
+
+  def __getitem__(self, key):
+    if isinstance(key, (int, np.integer)):
+      return box_masks(self.boxes[key], self.size)[0]
+    return box_masks(self.boxes[key], self.size)
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+  def subset(self, key):
+    """The view of images `key` (an index array or slice)."""
+    return Valid(self.boxes[key], self.size)
+
+
+def crop_box(a, box, axis=0):
+  """a with its axes (axis, axis + 1) cut to box (top, left, h, w): the image without padding."""
+  t, l, h, w = (int(v) for v in box)
+  index = [slice(None)] * np.ndim(a)
+  index[axis], index[axis + 1] = slice(t, t + h), slice(l, l + w)
+  return np.asarray(a)[tuple(index)]

@@ -186,16 +186,19 @@ def test_bad_input_is_named(tmp_path, breakage, match):
     assert str(bad_file.name) in str(err.value)
 
 
-@pytest.mark.parametrize('layout', ['mvtec', 'visa', 'mtd', 'folder'])
-def test_prepared_records_equal_the_decoded_arrays(tmp_path, layout):
+@pytest.mark.parametrize('layout,resize', [('mvtec', 'stretch'), ('visa', 'stretch'),
+                                           ('mtd', 'stretch'), ('folder', 'stretch'),
+                                           ('mtd', 'keep')])
+def test_prepared_records_equal_the_decoded_arrays(tmp_path, layout, resize):
   """TFDS array_record written by `prepare` and read back lazily holds exactly the arrays,
-  labels, defects and names of the in-memory path, with the same held-out split; no
-  TensorFlow is needed to build or read it."""
+  labels, defects and names of the in-memory path (kept-aspect: and the content boxes), with
+  the same held-out split; no TensorFlow is needed to build or read it."""
   import sys  # pylint: disable=g-import-not-at-top
   make = {'mvtec': make_mvtec, 'visa': make_visa, 'mtd': make_mtd,
           'folder': lambda r: make_mvtec(r, 'mine') / 'mine'}[layout]
   root = make(tmp_path / layout)
-  cfg = _cfg(tmp_path, layout, root, *(['data.channels=1'] if layout == 'mtd' else []))
+  cfg = _cfg(tmp_path, layout, root, *(['data.channels=1'] if layout == 'mtd' else []),
+             f'data.resize={resize}')
   files = data_lib.load(cfg, need_test=True)
   path = data_lib.prepare(cfg)
   assert sorted(p.name.split('.')[0] for p in path.glob('*.array_record*')) == [
@@ -213,13 +216,19 @@ def test_prepared_records_equal_the_decoded_arrays(tmp_path, layout):
     np.testing.assert_array_equal(got[pick], want[pick])
   np.testing.assert_array_equal(lazy.test_labels, files.test_labels)
   assert lazy.test_defects == files.test_defects and lazy.test_names == files.test_names
+  for field in ('train_valid', 'val_valid', 'test_valid'):
+    got, want = getattr(lazy, field), getattr(files, field)
+    assert (got is None) == (want is None) == (resize == 'stretch'), field
+    if want is not None:
+      np.testing.assert_array_equal(got.boxes, want.boxes)
+      assert (want.boxes[:, 2:] < 16).any()  # 20x30 images: narrower than the square
   assert 'tensorflow' not in sys.modules
 
 
 def cfg_overrides(cfg):
   d = cfg.data
   return [f'data.name={d.name}', f'data.val_fraction={d.val_fraction}',
-          f'data.channels={d.channels}']
+          f'data.channels={d.channels}', f'data.resize={d.resize}']
 
 
 def test_unprepared_data_is_named(tmp_path):

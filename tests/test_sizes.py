@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from rcae_jax import api, augment, inference, ops, sizes, training
+from rcae_jax import api, augment, inference, metrics, ops, sizes, training
 from rcae_jax import config as config_lib
 from rcae_jax import model as model_lib
 
@@ -46,6 +46,7 @@ def test_sizes_are_pairs_and_the_old_name_still_loads(tmp_path):
     ('stage2.crop=64', r'stage2.crop=\(64, 64\) does not fit in data.size=\(32, 32\)'),
     ('stage1.crop=12', r'stage1.crop=\(12, 12\) .*height 12 is not a multiple of 8'),
     ('infer.tile=16', r'infer.overlap=32 must be smaller than infer.tile=\(16, 16\)'),
+    ('data.resize=fit', r"data.resize='fit' must be one of \('stretch', 'keep'\)"),
 ])
 def test_bad_sizes_refused_with_the_nearest_valid(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -144,3 +145,85 @@ def test_a_non_square_run_trains_on_crops_and_predicts_at_full_size(tmp_path):
   assert json.loads((out / 'metrics.json').read_text())['mean'] == tiled['mean']
   assert (tmp_path / 'run' / 'eval' / 'metrics.json').read_bytes() == before
   assert tiled['n_test'] == whole['n_test'] and tiled['mean'] != whole['mean']
+
+
+def test_kept_aspect_boxes_scores_and_metrics_leave_the_padding_out():
+  """data.resize='keep': the content box of known shapes; image scores and pixel metrics
+  over the valid pixels equal those of the cropped images (the padding holds the highest
+  map values here, so counting any of it would change every number)."""
+  assert sizes.fit_box((30, 20), (16, 16)) == (0, 2, 16, 11)
+  assert sizes.fit_box((100, 250), (64, 64)) == (19, 0, 26, 64)
+  assert sizes.fit_box((64, 128), (32, 64)) == (0, 0, 32, 64)
+  assert sizes.fit_box((1000, 1), (8, 8)) == (0, 3, 8, 1)
+  box = (2, 3, 10, 6)
+  valid = sizes.Valid([box] * 4, (16, 12))
+  assert valid.shape == (4, 16, 12) and valid[0].sum() == 60 and valid[1:3].shape == (2, 16, 12)
+  v = np.asarray(valid)
+  rng = np.random.default_rng(0)
+  maps = rng.random((4, 16, 12)).astype(np.float32)
+  maps[~v] = 10.0
+  masks = np.zeros((4, 16, 12), bool)
+  masks[1, 4:7, 4:6] = masks[3, 8:11, 5:8] = True
+  crop = lambda a: np.stack([sizes.crop_box(x, box) for x in a])
+  assert crop(maps).shape == (4, 10, 6) and crop(maps).max() < 10
+  for how in ('max', 'topk', 'sum'):
+    c = config_lib.load_config('tiny', [f'score.image={how}', 'score.topk=5'])
+    got = inference.image_score(jnp.asarray(maps), c, jnp.asarray(v))
+    want = inference.image_score(jnp.asarray(crop(maps)), c)
+    np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=how)
+  c = config_lib.load_config('tiny', ['score.image=topk', 'score.topk=100'])  # > 60 valid
+  np.testing.assert_allclose(inference.image_score(jnp.asarray(maps), c, jnp.asarray(v)),
+                             crop(maps).reshape(4, -1).mean(1), rtol=1e-6)
+  scores, labels = maps.reshape(4, -1).max(1), np.array([0, 1, 0, 1])
+  got = metrics.compute_metrics(scores, labels, maps, masks, v)
+  want = metrics.compute_metrics(scores, labels, crop(maps), crop(masks))
+  assert got == want and metrics.compute_metrics(scores, labels, maps, masks) != want
+  streamed = metrics.PixelCurves(20).add(maps, masks, v).result()
+  np.testing.assert_allclose(streamed[:3],
+                             metrics.PixelCurves(20).add(crop(maps), crop(masks)).result()[:3])
+  outside = masks.copy()
+  outside[0, 0, 0] = True
+  with pytest.raises(ValueError, match='defect pixels marked as padding'):
+    metrics.compute_metrics(scores, labels, maps, outside, v)
+
+
+def test_a_kept_aspect_run_scores_only_the_image_and_predict_matches_evaluation(tmp_path):
+  """MTD-layout images of 20x30 kept-aspect in 16²: each image fills its box (PIL bilinear,
+  as a stretched one fills the square), the rest is its reflection and never a defect;
+  validation plants nothing in the padding; a test file's `predict` score equals its score
+  in eval/scores.csv (one inference path), and maps come back at each input's shape."""
+  from test_data import make_mtd  # pylint: disable=g-import-not-at-top
+  from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from rcae_jax.data import common  # pylint: disable=g-import-not-at-top
+  from rcae_jax.evaluators import validation  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root = make_mtd(tmp_path / 'mtd')
+  config = tiny_config(tmp_path / 'cache', 'data.name=mtd', f'data.root={root}',
+                       'data.val_fraction=0.25', 'data.channels=1', 'data.resize=keep',
+                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1')
+  ds = data_lib.load(config, need_test=True)
+  assert ds.train.shape[1:] == (16, 16, 1)
+  boxes = ds.test_valid.boxes
+  assert (boxes == [0, 2, 16, 11]).all() and ds.val_valid.boxes.shape == (1, 4)
+  file = np.asarray(Image.open(ds.test_names[0]).convert('L').resize((11, 16), Image.BILINEAR))
+  np.testing.assert_array_equal(ds.test[0, :, 2:13, 0], file)
+  np.testing.assert_array_equal(ds.test[0, :, :2, 0], file[:, 1::-1])  # reflected
+  assert not np.asarray(ds.test_masks)[~np.asarray(ds.test_valid)].any()
+  assert np.asarray(ds.test_masks).any()
+  np.testing.assert_array_equal(
+      ds.test_masks[-1], common.read_mask(root / 'MT_Uneven/Imgs/Uneven_0.png',
+                                          root / 'MT_Uneven/Imgs/Uneven_0.jpg', 16, 128, 'keep'))
+  for _, images, masks, clean in validation.validation_batches(config, ds.val, 0,
+                                                               valid=ds.val_valid):
+    outside = ~np.asarray(ds.val_valid[[0] * len(images)])
+    assert not masks[outside].any()
+    np.testing.assert_array_equal(images[outside], clean[outside])
+  training.train(config, tmp_path / 'run')
+  api.evaluate(tmp_path / 'run', n_pictures=2)
+  rows = (tmp_path / 'run' / 'eval' / 'scores.csv').read_text().splitlines()[1:]
+  evaluated = {r.split(',')[0]: float(r.split(',')[3]) for r in rows}
+  det = api.load(tmp_path / 'run')
+  pred = det.predict([ds.test_names[0], ds.test_names[-1], np.zeros((40, 10, 1), np.uint8)])
+  assert [m.shape for m in pred.maps] == [(30, 20), (30, 20), (40, 10)]
+  np.testing.assert_allclose(pred.scores[:2], [evaluated[ds.test_names[0]],
+                                               evaluated[ds.test_names[-1]]], rtol=1e-6)

@@ -29,7 +29,9 @@ class Sample:
 
 @dataclasses.dataclass
 class Dataset:
-  """Decoded, resized arrays of one category. Images uint8 (N, H, W, C); masks bool (N, H, W)."""
+  """Decoded, resized arrays of one category. Images uint8 (N, H, W, C); masks bool (N, H, W).
+  With data.resize='keep', `*_valid` are `sizes.Valid` views of the pixels that are image,
+  not padding (None when stretched: every pixel is)."""
   name: str
   category: str
   train: np.ndarray
@@ -39,6 +41,9 @@ class Dataset:
   test_labels: np.ndarray | None = None
   test_defects: tuple = ()
   test_names: tuple = ()
+  train_valid: object = None
+  val_valid: object = None
+  test_valid: object = None
 
 
 def list_images(folder):
@@ -97,34 +102,69 @@ def _decoded(im, path):
   return im
 
 
-def read_image(path, size, channels):
+def read_image(path, size, channels, resize='stretch'):
   """-> uint8 (h, w, channels) for size (h, w) (an int: a square), or at the file's own size
   when size is None; any mode `_decoded` accepts: palette and LA/RGBA/CMYK through PIL (alpha dropped),
-  grayscale widened to 3 channels when asked, colour to luma for 1."""
+  grayscale widened to 3 channels when asked, colour to luma for 1. resize='keep': the
+  aspect ratio kept (`sizes.fit_box`), the rest of (h, w) padded by reflection."""
   im = _open(path).convert('L' if channels == 1 else 'RGB')
   if size is not None:
-    h, w = sizes.as_pair(size)
-    im = im.resize((w, h), Image.BILINEAR)
+    im, pad = _fitted(im, size, resize)
   arr = np.asarray(im, np.uint8)
+  if size is not None and pad:
+    arr = np.pad(arr, pad, mode='symmetric')
   return arr[..., None] if channels == 1 else arr
 
 
-def read_mask(path, image_path, size, mask_min=1):
+def _fitted(im, size, resize):
+  """(im resized, np.pad widths ((top, bottom), (left, right)) to reach size, or None)."""
+  h, w = sizes.as_pair(size)
+  if resize != 'keep':
+    return im.resize((w, h), Image.BILINEAR), None
+  top, left, ch, cw = sizes.fit_box(im.size[::-1], (h, w))
+  return (im.resize((cw, ch), Image.BILINEAR),
+          ((top, h - top - ch), (left, w - left - cw)))
+
+
+def full_size(path):
+  """(H, W) of an image file as decoded (EXIF orientation applied), header only."""
+  try:
+    with Image.open(path) as im:
+      w, h = im.size
+      swapped = im.getexif().get(0x0112) in (5, 6, 7, 8)  # rotated by 90 degrees
+  except FileNotFoundError:
+    raise DataError(f'{path}: file does not exist') from None
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f'{path}: unreadable image ({e})') from None
+  return (w, h) if swapped else (h, w)
+
+
+def content_box(path, size, resize):
+  """(top, left, h, w) of the image in path inside size (h, w): all of it when stretched."""
+  size = sizes.as_pair(size)
+  return sizes.fit_box(full_size(path), size) if resize == 'keep' else (0, 0) + size
+
+
+def read_mask(path, image_path, size, mask_min=1, resize='stretch'):
   """-> bool (h, w) for size (h, w) (an int: a square): binarised at full size (>= mask_min,
-  on the 8-bit scale `_decoded` gives), then resized."""
+  on the 8-bit scale `_decoded` gives), then resized as its image (kept-aspect: the padding
+  is never a defect)."""
   im = _open(path).convert('L')
-  full = ImageOps.exif_transpose(Image.open(image_path)).size
+  full = full_size(image_path)[::-1]
   if im.size != full:
     raise DataError(f'{path}: mask size {im.size} does not match its image '
                     f'{image_path} size {full}')
   binary = Image.fromarray(((np.asarray(im) >= mask_min) * 255).astype(np.uint8))
-  h, w = sizes.as_pair(size)
-  return np.asarray(binary.resize((w, h), Image.BILINEAR)) >= 128
+  binary, pad = _fitted(binary, size, resize)
+  out = np.asarray(binary) >= 128
+  return np.pad(out, pad, constant_values=False) if pad else out
 
 
-def _cache_key(samples, size, channels):
+def _cache_key(samples, size, channels, resize='stretch'):
   h, w = size  # a square hashes as the int it was before sizes had two sides
-  h = hashlib.sha1(json.dumps([h if h == w else [h, w], channels]).encode())
+  # stretched images hash as before data.resize existed, so their caches stay valid
+  spec = [h if h == w else [h, w], channels] + ([resize] if resize != 'stretch' else [])
+  h = hashlib.sha1(json.dumps(spec).encode())
   for s in samples:
     for p in (s.image, s.mask):
       if p:
@@ -134,26 +174,32 @@ def _cache_key(samples, size, channels):
   return h.hexdigest()[:16]
 
 
-def decode(samples, size, channels, cache_dir, with_masks):
+def decode(samples, size, channels, cache_dir, with_masks, resize='stretch'):
   """Decodes (in threads) at size (h, w) and caches as .npz so each file is decoded once per
-  size."""
+  size -> (images, masks or None, content boxes (N, 4) or None when stretched)."""
   size, samples = sizes.as_pair(size), list(samples)
-  cache = pathlib.Path(cache_dir) / f'{_cache_key(samples, size, channels)}.npz'
+  keep = resize == 'keep'
+  cache = pathlib.Path(cache_dir) / f'{_cache_key(samples, size, channels, resize)}.npz'
   if cache.exists():
     with np.load(cache) as z:
-      return z['images'], (z['masks'] if with_masks else None)
+      return (z['images'], z['masks'] if with_masks else None,
+              z['boxes'] if keep else None)
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-    images = list(pool.map(lambda s: read_image(s.image, size, channels), samples))
+    images = list(pool.map(lambda s: read_image(s.image, size, channels, resize), samples))
     masks = None
     if with_masks:
       zero = np.zeros(size, bool)
       masks = list(pool.map(
-          lambda s: read_mask(s.mask, s.image, size, s.mask_min) if s.mask else zero, samples))
+          lambda s: read_mask(s.mask, s.image, size, s.mask_min, resize) if s.mask else zero,
+          samples))
+    boxes = (np.array(list(pool.map(lambda s: content_box(s.image, size, resize), samples)),
+                      np.int32).reshape(-1, 4) if keep else None)
   images = np.stack(images) if images else np.zeros((0,) + tuple(size) + (channels,), np.uint8)
   masks = np.stack(masks) if with_masks and masks else (
       np.zeros((0,) + tuple(size), bool) if with_masks else None)
   cache.parent.mkdir(parents=True, exist_ok=True)
   tmp = cache.with_name(cache.name + f'.tmp{os.getpid()}.npz')
-  np.savez(tmp, images=images, **({'masks': masks} if with_masks else {}))
+  np.savez(tmp, images=images, **({'masks': masks} if with_masks else {}),
+           **({'boxes': boxes} if keep else {}))
   os.replace(tmp, cache)
-  return images, masks
+  return images, masks, boxes

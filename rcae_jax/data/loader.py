@@ -97,11 +97,15 @@ def load(config, need_test=False):
   if need_test:
     _check_test(config, category, [s.label for s in test])
   res, ch, cdir = sizes.image_size(config), config.data.channels, cache_dir(config) / 'decoded'
-  train_x, _ = decode(train, res, ch, cdir, with_masks=False)
-  val_x, _ = decode(val, res, ch, cdir, with_masks=False)
-  ds = Dataset(config.data.name, category, train_x, val_x)
+  resize = config.data.get('resize', 'stretch')
+  valid = lambda boxes: None if boxes is None else sizes.Valid(boxes, res)
+  train_x, _, train_b = decode(train, res, ch, cdir, with_masks=False, resize=resize)
+  val_x, _, val_b = decode(val, res, ch, cdir, with_masks=False, resize=resize)
+  ds = Dataset(config.data.name, category, train_x, val_x, train_valid=valid(train_b),
+               val_valid=valid(val_b))
   if need_test:
-    ds.test, ds.test_masks = decode(test, res, ch, cdir, with_masks=True)
+    ds.test, ds.test_masks, test_b = decode(test, res, ch, cdir, with_masks=True, resize=resize)
+    ds.test_valid = valid(test_b)
     ds.test_labels = np.array([s.label for s in test], np.int32)
     ds.test_defects = tuple(s.defect for s in test)
     ds.test_names = tuple(s.image for s in test)

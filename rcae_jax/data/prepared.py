@@ -27,10 +27,14 @@ from rcae_jax.data import common
 VERSION = '1.0.0'
 
 
-def config_name(layout, category, size, channels):
+def config_name(layout, category, size, channels, resize='stretch'):
   """'mvtec-bottle-64px-3ch' (a square, named as before sizes had two sides), or
-  'mtd-MT_Free-128x256px-1ch'."""
-  return f'{layout}-{category}-{sizes.name(size)}px-{channels}ch'
+  'mtd-MT_Free-128x256px-1ch', or kept-aspect 'mtd-MT_Free-128x256px-1ch-keep'."""
+  return f'{layout}-{category}-{sizes.name(size)}px-{channels}ch' + _suffix(resize)
+
+
+def _suffix(resize):
+  return '' if resize == 'stretch' else f'-{resize}'
 
 
 class RcaeImages(tfds.core.GeneratorBasedBuilder):
@@ -38,15 +42,17 @@ class RcaeImages(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version(VERSION)
 
-  def __init__(self, *, layout, category, size, channels, samples=None, **kwargs):
+  def __init__(self, *, layout, category, size, channels, resize='stretch', samples=None,
+               **kwargs):
     h, w = sizes.as_pair(size)
-    # a square's spec reads as it did before sizes had two sides
+    # a square's spec reads as it did before sizes had two sides (and data.resize existed)
     self._spec = dict(layout=layout, category=category, channels=channels,
-                      **({'resolution': h} if h == w else {'size': [h, w]}))
-    self._size = (h, w)
+                      **({'resolution': h} if h == w else {'size': [h, w]}),
+                      **({} if resize == 'stretch' else {'resize': resize}))
+    self._size, self._resize = (h, w), resize
     self._samples = samples  # (train, test) lists of common.Sample; only to build
     super().__init__(config=tfds.core.BuilderConfig(
-        name=config_name(layout, category, size, channels), version=VERSION),
+        name=config_name(layout, category, size, channels, resize), version=VERSION),
                      file_format='array_record', **kwargs)
 
   def _info(self):
@@ -72,18 +78,21 @@ class RcaeImages(tfds.core.GeneratorBasedBuilder):
     self.info.metadata['spec'] = self._spec
     self.info.metadata['splits'] = {
         name: {'label': [s.label for s in split], 'defect': [s.defect for s in split],
-               'file': [s.image for s in split]} for name, split in (('train', train),
-                                                                     ('test', test))}
+               'file': [s.image for s in split],
+               # kept-aspect: where each image lies in (h, w) (the rest is padding)
+               **({'box': [list(common.content_box(s.image, self._size, self._resize))
+                           for s in split]} if self._resize != 'stretch' else {})}
+        for name, split in (('train', train), ('test', test))}
     return {'train': self._generate_examples(train, False),
             'test': self._generate_examples(test, True)}
 
   def _generate_examples(self, samples, with_masks):
-    r, c = self._size, self._spec['channels']
+    r, c, resize = self._size, self._spec['channels'], self._resize
     zero = np.zeros(r, np.uint8)
 
     def read(s):
-      image = common.read_image(s.image, r, c)
-      mask = (common.read_mask(s.mask, s.image, r, s.mask_min).astype(np.uint8)
+      image = common.read_image(s.image, r, c, resize)
+      mask = (common.read_mask(s.mask, s.image, r, s.mask_min, resize).astype(np.uint8)
               if with_masks and s.mask else zero)
       return {'image': image, 'mask': mask, 'label': s.label, 'defect': s.defect,
               'file': s.image}
@@ -103,7 +112,7 @@ def builder(config, cache_dir, category, samples=None):
   # here every config is one, by design
   with _quiet_absl():
     return RcaeImages(layout=d.name, category=category, size=sizes.image_size(config),
-                      channels=d.channels, samples=samples,
+                      channels=d.channels, resize=d.get('resize', 'stretch'), samples=samples,
                       data_dir=str(prepared_dir(config, cache_dir)))
 
 
@@ -129,7 +138,8 @@ def prepared_categories(config, cache_dir):
   """Categories prepared for this layout, size and channels, sorted."""
   d = config.data
   base = prepared_dir(config, cache_dir) / 'rcae_images'
-  suffix = f'-{sizes.name(sizes.image_size(config))}px-{d.channels}ch'
+  suffix = (f'-{sizes.name(sizes.image_size(config))}px-{d.channels}ch'
+            + _suffix(d.get('resize', 'stretch')))
   prefix = f'{d.name}-'
   if not base.is_dir():
     return []
@@ -176,19 +186,26 @@ def load(config, cache_dir, category, split_indices, need_test):
   if not (pathlib.Path(b.data_path) / 'dataset_info.json').exists():
     raise common.DataError(
         f'{b.data_path}: {d.name}/{category} at {sizes.name(sizes.image_size(config))}px, '
-        f'{d.channels} channel(s) is not '
+        f'{d.channels} channel(s), data.resize={d.get("resize", "stretch")} is not '
         f'prepared; run python -m rcae_jax prepare --config <the same config> '
         f'--data {d.name}:<root> --category {category}')
   meta = b.info.metadata['splits']
   (h, w), c = sizes.image_size(config), d.channels
-  name = config_name(d.name, category, (h, w), c)
+  resize = d.get('resize', 'stretch')
+  name = config_name(d.name, category, (h, w), c, resize)
   train_src = b.as_data_source('train')
   train_idx, val_idx = split_indices(len(train_src))
   digest = hashlib.sha1(train_idx.tobytes()).hexdigest()[:12]
+
+  def valid(split, idx):
+    return None if resize == 'stretch' else sizes.Valid(
+        np.asarray(meta[split]['box'], np.int32).reshape(-1, 4)[idx], (h, w))
+
   ds = common.Dataset(
       d.name, category,
       Records(train_src, 'image', train_idx, (h, w, c), np.uint8, f'{name}/train:{digest}'),
-      Records(train_src, 'image', val_idx, (h, w, c), np.uint8, f'{name}/val'))
+      Records(train_src, 'image', val_idx, (h, w, c), np.uint8, f'{name}/val'),
+      train_valid=valid('train', train_idx), val_valid=valid('train', val_idx))
   if need_test:
     test_src = b.as_data_source('test')
     idx = np.arange(len(test_src))
@@ -197,4 +214,5 @@ def load(config, cache_dir, category, split_indices, need_test):
     ds.test_labels = np.asarray(meta['test']['label'], np.int32)
     ds.test_defects = tuple(meta['test']['defect'])
     ds.test_names = tuple(meta['test']['file'])
+    ds.test_valid = valid('test', idx)
   return ds

@@ -60,26 +60,28 @@ class Context:
   def is_main(self):
     return jax.process_index() == 0
 
-  def infer(self, name, images, config=None, with_sequences=False):
-    """inference.run over `images`, memoised under `name` (e.g. 'test', 'val/rcae')."""
+  def infer(self, name, images, config=None, with_sequences=False, valid=None):
+    """inference.run over `images`, memoised under `name` (e.g. 'test', 'val/rcae'); valid:
+    the images' pixels that are not padding (`common.Dataset`'s `*_valid`), or None."""
     key = (name, with_sequences, config_lib.to_json(config or self.config))
     if key not in self._memo:
       self._memo[key] = inference.run(config or self.config, self.params, images,
-                                      with_sequences)
+                                      with_sequences, valid=valid)
     return self._memo[key]
 
-  def stream(self, images, config=None, with_sequences=False):
+  def stream(self, images, config=None, with_sequences=False, valid=None):
     """inference.batches over `images`: (indices, outputs) one batch at a time."""
-    return inference.batches(config or self.config, self.params, images, with_sequences)
+    return inference.batches(config or self.config, self.params, images, with_sequences,
+                             valid=valid)
 
   def _scores_key(self, name):
     return ('scores', name, config_lib.to_json(self.config))
 
-  def scores(self, name, images):
+  def scores(self, name, images, valid=None):
     """Image scores over `images`, streamed, memoised under `name`."""
     if self._scores_key(name) not in self._memo:
       out = np.empty(len(images))
-      for idx, o in self.stream(images):
+      for idx, o in self.stream(images, valid=valid):
         out[idx] = o['score']
       self.memoise_scores(name, out)
     return self._memo[self._scores_key(name)]

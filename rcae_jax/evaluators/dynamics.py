@@ -12,19 +12,22 @@ from rcae_jax import figures, files
 from rcae_jax.evaluators import validation
 
 
-def _region_means(per_pixel, masks):
-  """per_pixel (S, B, H, W) -> (anomalous mean, normal mean) per step."""
+def _region_means(per_pixel, masks, valid=None):
+  """per_pixel (S, B, H, W) -> (anomalous mean, normal mean) per step (normal: not in the
+  masks, and `valid`, not kept-aspect padding)."""
+  normal = ~masks if valid is None else ~masks & valid
   anom = np.array([p[masks].mean() if masks.any() else np.nan for p in per_pixel])
-  norm = np.array([p[~masks].mean() for p in per_pixel])
+  norm = np.array([p[normal].mean() for p in per_pixel])
   return anom, norm
 
 
-def curves(seq, images, masks):
-  """seq (N, B, H, W, C) float, images (B, H, W, C) float, masks (B, H, W) bool -> dict."""
+def curves(seq, images, masks, valid=None):
+  """seq (N, B, H, W, C) float, images (B, H, W, C) float, masks (B, H, W) bool, valid
+  (B, H, W) bool or None -> dict."""
   err = np.abs(seq - images[None]).mean(-1)
   change = np.abs(np.diff(seq, axis=0)).mean(-1)
-  e_a, e_n = _region_means(err, masks)
-  c_a, c_n = _region_means(change, masks)
+  e_a, e_n = _region_means(err, masks, valid)
+  c_a, c_n = _region_means(change, masks, valid)
   with np.errstate(divide='ignore', invalid='ignore'):  # a fully settled step: ratio inf
     return {'error_anomalous': e_a, 'error_normal': e_n, 'error_ratio': e_a / e_n,
             'change_anomalous': c_a, 'change_normal': c_n, 'change_ratio': c_a / c_n}
@@ -40,15 +43,16 @@ def run(ctx):
   pick = np.concatenate([bad[: max_images - max_images // 4], good[: max_images // 4]])
   images = ds.test[pick]
   masks = ds.test_masks[pick]
-  out = ctx.infer('test/dynamics', images, with_sequences=True)
+  valid = None if ds.test_valid is None else ds.test_valid[pick]
+  out = ctx.infer('test/dynamics', images, with_sequences=True, valid=valid)
   x = images.astype(np.float32) / 255.0
   depth = out['recon'].shape[0]  # N for RcAE, 1 for FAE's one restoration
   result = {'method': config_lib.method(config), 'recursion': config.model.recursion,
             'depth': depth,
             'n_images': int(len(pick)), 'n_anomalous': int((ds.test_labels[pick] == 1).sum()),
-            'steps': list(range(1, depth + 1)), 'R': curves(out['recon'], x, masks)}
+            'steps': list(range(1, depth + 1)), 'R': curves(out['recon'], x, masks, valid)}
   if 'enhanced' in out:
-    result['D'] = curves(out['enhanced'], x, masks)
+    result['D'] = curves(out['enhanced'], x, masks, valid)
   out_dir = workdir / 'dynamics'
   val = ctx.results.get('validation') or validation.run(ctx)
   supp = val and val.get('suppression')

@@ -5,13 +5,26 @@ import pathlib
 
 import numpy as np
 
-from rcae_jax import figures
+from rcae_jax import figures, sizes
+
+
+def _unpadded(ds, pick, *arrays, axis=0):
+  """Each array's pictured images without their kept-aspect padding (lists; unchanged when
+  the images are stretched)."""
+  if ds.test_valid is None:
+    return arrays
+  boxes = ds.test_valid.boxes[pick]
+  return tuple([sizes.crop_box(a[j], b, axis) for j, b in enumerate(boxes)] for a in arrays)
+
+
+def _vmax(maps):
+  return float(np.quantile(np.concatenate([np.ravel(m) for m in maps]), 0.999))
 
 
 def run(ctx, n=None):
   ds = ctx.dataset
   n = n or ctx.options.get('n_pictures', 8)
-  scores, labels = ctx.scores('test', ds.test), ds.test_labels
+  scores, labels = ctx.scores('test', ds.test, ds.test_valid), ds.test_labels
   order = np.argsort(scores)
   bad = [i for i in order[::-1] if labels[i]][: n // 2]
   missed = [i for i in order if labels[i]][: max(1, n // 4)]
@@ -22,10 +35,10 @@ def run(ctx, n=None):
     return None
   eval_dir = ctx.eval_dir
   seq = ctx.infer('test/pictures', ds.test[pick], with_sequences=True)
-  maps = seq['map']  # only the pictured images' maps are kept: one colour scale for them
-  paths = [figures.heatmaps(eval_dir / 'heatmaps.png', ds.test[pick], ds.test_masks[pick],
-                            maps, scores[pick], names, vmax=float(np.quantile(maps, 0.999)),
-                            labels=labels[pick])]
+  # only the pictured images' maps are kept: one colour scale for them
+  images, masks, maps = _unpadded(ds, pick, ds.test[pick], ds.test_masks[pick], seq['map'])
+  paths = [figures.heatmaps(eval_dir / 'heatmaps.png', images, masks, maps, scores[pick],
+                            names, vmax=_vmax(maps), labels=labels[pick])]
   kinds = sorted({d for d, l in zip(ds.test_defects, labels) if l})
   if len(kinds) > 1:
     typical = []
@@ -33,14 +46,17 @@ def run(ctx, n=None):
       idx = np.array([i for i in order if labels[i] and ds.test_defects[i] == kind])
       typical.append(int(idx[len(idx) // 2]))
     typical.append(int(np.array([i for i in order if not labels[i]])[-1]))  # worst normal
-    maps_t = ctx.infer('test/typical', ds.test[typical])['map']
+    images_t, masks_t, maps_t = _unpadded(ds, typical, ds.test[typical],
+                                          ds.test_masks[typical],
+                                          ctx.infer('test/typical', ds.test[typical])['map'])
     titles = [f'{k} (median of its type)' for k in kinds] + ['normal, highest score']
-    paths.append(figures.heatmaps(eval_dir / 'heatmaps_by_defect.png', ds.test[typical],
-                                  ds.test_masks[typical], maps_t, scores[typical], titles,
-                                  vmax=float(np.quantile(maps_t, 0.999)),
+    paths.append(figures.heatmaps(eval_dir / 'heatmaps_by_defect.png', images_t, masks_t,
+                                  maps_t, scores[typical], titles, vmax=_vmax(maps_t),
                                   labels=labels[typical]))
   for j, i in enumerate(pick[:4] if 'recon' in seq else []):  # a method may have none
-    paths.append(figures.sequence_strip(
-        eval_dir / f'sequence_{j}.png', ds.test[i], seq['recon'][:, j],
-        seq['enhanced'][:, j] if 'enhanced' in seq else None, names[j]))
+    (image,), = _unpadded(ds, [i], ds.test[[i]])
+    seqs = [seq[k][:, j] for k in ('recon', 'enhanced') if k in seq]
+    seqs = [_unpadded(ds, [i], s[None], axis=1)[0][0] for s in seqs]
+    paths.append(figures.sequence_strip(eval_dir / f'sequence_{j}.png', image, seqs[0],
+                                        seqs[1] if len(seqs) > 1 else None, names[j]))
   return {'files': [str(p) for p in paths]}

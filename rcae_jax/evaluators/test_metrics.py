@@ -8,7 +8,7 @@ from rcae_jax import files, metrics, runinfo, sizes, tables
 from rcae_jax.evaluators import threshold as threshold_lib
 
 
-def per_defect(scores, maps, labels, masks, defects):
+def per_defect(scores, maps, labels, masks, defects, valid=None):
   """Normal test images + one defect type at a time (MTD's blowhole, crack, ...)."""
   kinds = sorted({d for d, l in zip(defects, labels) if l})
   if len(kinds) < 2:
@@ -17,7 +17,8 @@ def per_defect(scores, maps, labels, masks, defects):
   out = {}
   for kind in kinds:
     sel = (labels == 0) | (defects == kind)
-    out[kind] = metrics.compute_metrics(scores[sel], labels[sel], maps[sel], masks[sel])
+    out[kind] = metrics.compute_metrics(scores[sel], labels[sel], maps[sel], masks[sel],
+                                        None if valid is None else valid[sel])
   return out
 
 
@@ -44,13 +45,14 @@ def streamed(ctx, bits):
                                                                            ds.test_defects)])
   curves = {g: metrics.PixelCurves(bits) for g in sorted(set(groups))}
   scores, has_pixel = np.empty(len(ds.test)), np.empty(len(ds.test), bool)
-  for idx, out in ctx.stream(ds.test):
+  for idx, out in ctx.stream(ds.test, valid=ds.test_valid):
     scores[idx] = out['score']
     masks = np.asarray(ds.test_masks[idx])
+    valid = None if ds.test_valid is None else ds.test_valid[idx]
     has_pixel[idx] = masks.any(axis=(1, 2))
     for g in set(groups[idx]):
       sel = groups[idx] == g
-      curves[g].add(out['map'][sel], masks[sel])
+      curves[g].add(out['map'][sel], masks[sel], None if valid is None else valid[sel])
   ctx.memoise_scores('test', scores)
   cat = metrics.streamed_metrics(scores, labels, sum(curves.values(), metrics.PixelCurves(bits)))
   kinds = sorted(g for g in curves if g != 'good')
@@ -69,12 +71,13 @@ def exact(ctx):
   ds = ctx.dataset
   maps = np.empty(ds.test_masks.shape, np.float32)
   scores = np.empty(len(ds.test))
-  for idx, out in ctx.stream(ds.test):
+  for idx, out in ctx.stream(ds.test, valid=ds.test_valid):
     scores[idx], maps[idx] = out['score'], out['map']
   ctx.memoise_scores('test', scores)
   masks = np.asarray(ds.test_masks)
-  return (metrics.compute_metrics(scores, ds.test_labels, maps, masks),
-          per_defect(scores, maps, ds.test_labels, masks, ds.test_defects),
+  valid = None if ds.test_valid is None else np.asarray(ds.test_valid)
+  return (metrics.compute_metrics(scores, ds.test_labels, maps, masks, valid),
+          per_defect(scores, maps, ds.test_labels, masks, ds.test_defects, valid),
           masks.any(axis=(1, 2)))
 
 
@@ -107,7 +110,7 @@ def run(ctx):
     table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
               f"{runinfo.describe(code['evaluated'])}.")
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
-    write_scores(eval_dir / 'scores.csv', ctx, ctx.scores('test', ds.test))
+    write_scores(eval_dir / 'scores.csv', ctx, ctx.scores('test', ds.test, ds.test_valid))
   return result
 
 

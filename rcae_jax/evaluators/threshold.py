@@ -14,7 +14,7 @@ def run(ctx):
   if not len(val_images):
     info = {'threshold': None, 'n_val': 0, 'why': no_heldout_reason(ctx.config, ctx.dataset)}
   else:
-    scores = ctx.scores('val', val_images)
+    scores = ctx.scores('val', val_images, ctx.dataset.val_valid)
     q = ctx.config.score.threshold_quantile
     info = {'threshold': float(np.quantile(scores, q)), 'quantile': q,
             'n_val': len(val_images), 'val_score_mean': float(scores.mean()),

@@ -34,7 +34,7 @@ def _planter(shapes, fillers):
           p_clean=0.0, **GENERATOR), in_axes=(0, 0, 0, None)))
 
 
-def validation_batches(config, val_images, seed=0, families=()):
+def validation_batches(config, val_images, seed=0, families=(), valid=None):
   """Yields (indices, images uint8, masks bool, clean uint8) over the validation set: the
   held-out normals (indices 0..n-1), then one pseudo-anomalous copy of each (n..2n-1), in
   batches of eval_batch_size; `clean` is the image before any defect was planted.
@@ -45,7 +45,8 @@ def validation_batches(config, val_images, seed=0, families=()):
   (or every shape if none is named) and those fillers (likewise): the families the CRD
   never saw (`crd_anomaly.holdout`). Copy i takes image i-1 as its
   `other` source and key i of one split: the set is a function of the images alone,
-  whatever the batch size.
+  whatever the batch size. valid (kept-aspect images): what is planted in the padding is
+  taken out again, so every defect pixel is image.
   """
   res, ch = sizes.image_size(config), config.data.channels
   n = len(val_images)
@@ -66,13 +67,17 @@ def validation_batches(config, val_images, seed=0, families=()):
     bad, mask = fn(keys[pad], x.astype(np.float32),
                    np.asarray(val_images[pad - 1]).astype(np.float32), textures)
     k = len(idx)
-    yield (n + idx, np.round(np.asarray(bad[:k]) * 255.0).astype(np.uint8),
-           np.asarray(mask[:k])[..., 0] > 0.5, x[:k])
+    bad = np.round(np.asarray(bad[:k]) * 255.0).astype(np.uint8)
+    mask = np.asarray(mask[:k])[..., 0] > 0.5
+    if valid is not None:
+      inside = np.asarray(valid[idx], bool)
+      bad, mask = np.where(inside[..., None], bad, x[:k]), mask & inside
+    yield n + idx, bad, mask, x[:k]
 
 
-def validation_set(config, val_images, seed=0, families=()):
+def validation_set(config, val_images, seed=0, families=(), valid=None):
   """The whole validation set: (images uint8 (2n, ...), masks bool (2n, H, W))."""
-  parts = list(validation_batches(config, val_images, seed, families))
+  parts = list(validation_batches(config, val_images, seed, families, valid))
   return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
@@ -83,25 +88,28 @@ class _Scored:
     self.scores, self.labels = np.empty(n), np.empty(n, bool)
     self.bits = bits
     self.curves = metrics.PixelCurves(bits) if bits else None
-    self.maps, self.masks = [], []
+    self.maps, self.masks, self.valid = [], [], []
     self.near, self.normal = 0, 0
 
-  def add(self, idx, out, masks):
+  def add(self, idx, out, masks, valid=None):
     labels = masks.reshape(len(masks), -1).any(axis=1)
     self.scores[idx], self.labels[idx] = out['score'], labels
     if self.curves is not None:
-      self.curves.add(out['map'], masks)
+      self.curves.add(out['map'], masks, valid)
     else:
       self.maps.append(out['map'])
       self.masks.append(masks)
-    self.near += border_count(out['map'][~labels])
+      self.valid.append(valid)
+    self.near += border_count(out['map'][~labels],
+                              valid=None if valid is None else valid[~labels])
     self.normal += int((~labels).sum())
 
   def metrics(self):
     if self.curves is not None:
       return metrics.streamed_metrics(self.scores, self.labels, self.curves)
+    valid = None if self.valid[0] is None else np.concatenate(self.valid)
     return metrics.compute_metrics(self.scores, self.labels, np.concatenate(self.maps),
-                                   np.concatenate(self.masks))
+                                   np.concatenate(self.masks), valid)
 
   def border_share(self):
     return self.near / self.normal if self.normal else float('nan')
@@ -131,19 +139,23 @@ def run(ctx):
   detector, recon = _Scored(n, bits), _Scored(n, bits)
   chosen = {name: _Scored(n, bits) for name in choices}
   supp = {'R': None, 'D': None}
-  for idx, images, masks, clean in validation_batches(config, val_images, config.data.seed):
+  val_valid = ctx.dataset.val_valid
+  for idx, images, masks, clean in validation_batches(config, val_images, config.data.seed,
+                                                      valid=val_valid):
+    valid = _valid_at(val_valid, idx)
     if rec_cfg:
-      out = inference.run(rec_cfg, ctx.params, images, with_sequences=True)
+      out = inference.run(rec_cfg, ctx.params, images, with_sequences=True, valid=valid)
       x, c = images.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
       untouched = (images == clean).all(-1)
       for name, key in (('R', 'recon'), ('D', 'enhanced')):
         if key in out:
           supp[name] = suppression.add(supp[name], suppression.sums(out[key], x, c, untouched))
-      recon.add(idx, out, masks)
-    det = out if shared else inference.run(config, ctx.params, images, with_sequences='raw')
-    detector.add(idx, det, masks)
+      recon.add(idx, out, masks, valid)
+    det = out if shared else inference.run(config, ctx.params, images, with_sequences='raw',
+                                           valid=valid)
+    detector.add(idx, det, masks, valid)
     for name, cfg in choices.items():
-      chosen[name].add(idx, inference.rescore(cfg, det['raw']), masks)
+      chosen[name].add(idx, inference.rescore(cfg, det['raw'], valid), masks, valid)
   entry = {'visible_threshold': suppression.VISIBLE, 'recon_source': src}
   for name, total in supp.items():
     if total is not None:
@@ -162,8 +174,9 @@ def run(ctx):
   if holdout:
     held = _Scored(n, bits)
     for idx, images, masks, _ in validation_batches(config, val_images, config.data.seed,
-                                                    holdout):
-      held.add(idx, inference.run(config, ctx.params, images), masks)
+                                                    holdout, val_valid):
+      valid = _valid_at(val_valid, idx)
+      held.add(idx, inference.run(config, ctx.params, images, valid=valid), masks, valid)
     info['holdout'] = {'families': list(holdout), 'metrics': _plain(held.metrics())}
   if crossfit.folds(config) and 'folds' in ctx.params:
     info['crossfit_infer'] = _infer_modes(ctx, info['metrics'])
@@ -189,8 +202,11 @@ def _infer_modes(ctx, configured):
       continue
     cfg = config_lib.apply_overrides(config, [f'crossfit.infer={mode}'])
     scored = _Scored(n, bits)
-    for idx, images, masks, _ in validation_batches(cfg, ctx.dataset.val, config.data.seed):
-      scored.add(idx, inference.run(cfg, ctx.params, images), masks)
+    val_valid = ctx.dataset.val_valid
+    for idx, images, masks, _ in validation_batches(cfg, ctx.dataset.val, config.data.seed,
+                                                    valid=val_valid):
+      valid = _valid_at(val_valid, idx)
+      scored.add(idx, inference.run(cfg, ctx.params, images, valid=valid), masks, valid)
     out[mode] = _plain(scored.metrics())
   return out
 
@@ -220,17 +236,26 @@ def gap(train_scores, train_map_p99, held_scores, held_map_p99):
           'ks': ks}
 
 
-def _scores_and_p99(ctx, images, params=None, config=None):
+def _valid_at(valid, idx):
+  """The validation batch `idx`'s valid pixels (copy n + i is image i's), or None."""
+  return None if valid is None else np.asarray(valid[np.asarray(idx) % len(valid)], bool)
+
+
+def _scores_and_p99(ctx, images, valid, params=None, config=None):
   scores, p99 = np.empty(len(images)), np.empty(len(images))
-  stream = (ctx.stream(images) if params is None else
-            inference.batches(config or ctx.config, params, images))
+  stream = (ctx.stream(images, valid=valid) if params is None else
+            inference.batches(config or ctx.config, params, images, valid=valid))
   for idx, out in stream:
     scores[idx] = out['score']
-    p99[idx] = np.percentile(out['map'].reshape(len(idx), -1), 99, axis=1)
+    if valid is None:
+      p99[idx] = np.percentile(out['map'].reshape(len(idx), -1), 99, axis=1)
+    else:
+      inside = np.asarray(valid[idx], bool)
+      p99[idx] = [np.percentile(m[v], 99) for m, v in zip(out['map'], inside)]
   return scores, p99
 
 
-def _out_of_fold(ctx, images, pick):
+def _out_of_fold(ctx, images, valid, pick):
   """Scores and map p99s of training images `pick` as the cross-fitted learner saw them in
   training: through the first-level networks of each image's own fold."""
   fold_of = np.asarray(files.read_json(ctx.workdir / 'crossfit.json')['fold_of_image'])[pick]
@@ -238,8 +263,8 @@ def _out_of_fold(ctx, images, pick):
   scores, p99 = np.empty(len(pick)), np.empty(len(pick))
   for f in np.unique(fold_of):
     at = np.flatnonzero(fold_of == f)
-    scores[at], p99[at] = _scores_and_p99(ctx, images[at], crossfit.of_fold(ctx.params, int(f)),
-                                          full)
+    scores[at], p99[at] = _scores_and_p99(ctx, images[at], _subset(valid, at),
+                                          crossfit.of_fold(ctx.params, int(f)), full)
   return scores, p99
 
 
@@ -249,29 +274,43 @@ def normal_gap(ctx):
   scored as the learner saw them (each through its own fold's networks): the gap is then
   between the learner's training inputs and held-out ones, what cross-fitting is meant to
   close ('train_scored_by')."""
-  train = ctx.dataset.train
-  pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), MAX_GAP_TRAIN)).astype(int))
-  images = np.asarray(train[pick])
+  ds = ctx.dataset
+  pick = np.unique(np.linspace(0, len(ds.train) - 1,
+                               min(len(ds.train), MAX_GAP_TRAIN)).astype(int))
+  images, valid = np.asarray(ds.train[pick]), _subset(ds.train_valid, pick)
+  held = _scores_and_p99(ctx, ds.val, ds.val_valid)
   if crossfit.folds(ctx.config) and 'folds' in ctx.params:
-    out = gap(*_out_of_fold(ctx, images, pick), *_scores_and_p99(ctx, ctx.dataset.val))
+    out = gap(*_out_of_fold(ctx, images, valid, pick), *held)
     return {**out, 'train_scored_by': 'each image\'s out-of-fold networks (as the learner '
                                       'saw it in training)'}
-  return {**gap(*_scores_and_p99(ctx, images), *_scores_and_p99(ctx, ctx.dataset.val)),
+  return {**gap(*_scores_and_p99(ctx, images, valid), *held),
           'train_scored_by': 'the run\'s networks'}
+
+
+def _subset(valid, at):
+  return None if valid is None else valid.subset(at)
 
 
 def _plain(m):
   return {k: v for k, v in m.items() if k != 'bounds'}
 
 
-def border_count(normal_maps, width=BORDER_PX):
-  """How many of these normal maps have their maximum within `width` px of the border."""
+def border_count(normal_maps, width=BORDER_PX, valid=None):
+  """How many of these normal maps have their maximum within `width` px of the border (of
+  the image: with kept-aspect `valid` (N, H, W), of its content box, the padding left out)."""
   if not len(normal_maps):
     return 0
   n, h, w = normal_maps.shape
+  top, left, bottom, right = np.zeros(n), np.zeros(n), np.full(n, h), np.full(n, w)
+  if valid is not None:
+    rows, cols = valid.any(axis=2), valid.any(axis=1)
+    top, left = rows.argmax(axis=1), cols.argmax(axis=1)
+    bottom, right = h - rows[:, ::-1].argmax(axis=1), w - cols[:, ::-1].argmax(axis=1)
+    normal_maps = np.where(valid, normal_maps, -np.inf)
   flat = normal_maps.reshape(n, -1).argmax(axis=1)
   y, x = flat // w, flat % w
-  return int(((y < width) | (y >= h - width) | (x < width) | (x >= w - width)).sum())
+  return int(((y < top + width) | (y >= bottom - width) | (x < left + width)
+              | (x >= right - width)).sum())
 
 
 def uniform_border_share(size, width=BORDER_PX):

@@ -78,7 +78,7 @@ BOOKKEEPING = ('log_every', 'log.tensorboard', 'ckpt_every', 'eval_batch_size',
 # `steps` and `epochs` (a stage's length), left out of the key compiled programs are cached
 # under (`config.program_json`), so runs differing only in them trace and compile once.
 HOST_ONLY = BOOKKEEPING + ('data.name', 'data.category', 'data.source', 'data.val_fraction',
-                           'data.train_fraction')
+                           'data.train_fraction', 'data.resize')
 LENGTH_KEYS = ('steps', 'epochs')
 
 _REGISTRY = {}
