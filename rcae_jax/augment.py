@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 MODES = ('', 'h', 'v', 'hv')
+CROP_SAMPLING = ('uniform', 'cover')
 
 
 def flips(key, images, index, mode):
@@ -43,10 +44,17 @@ def flips(key, images, index, mode):
   return images
 
 
-def crops(key, images, index, size):
-  """images (B, H, W, C) -> (B, h, w, C): each example's crop at a position drawn uniformly
-  from fold_in(key, index), like `flips` the same on any number of devices or hosts and after
-  a resume. size = (H, W): unchanged."""
+def crops(key, images, index, size, sampling='uniform'):
+  """images (B, H, W, C) -> (B, h, w, C): each example's crop at a position drawn from
+  fold_in(key, index), like `flips` the same on any number of devices or hosts and after
+  a resume. size = (H, W): unchanged.
+
+  sampling 'uniform': each of the H - h + 1 start rows (and columns) equally likely, so a
+  crop contains the image's first row with probability 1 / (H - h + 1) (1/65 for 64² crops
+  of 128² images): the networks hardly ever see the image's own border, which every
+  whole image shown after training has. 'cover': the start drawn uniformly from
+  [-(h - 1), H - 1] and clamped into the image, so every pixel, the border's too, lies in a
+  crop with the same probability h / (H + h - 1) (a crop holds the first row with 64/191)."""
   chex.assert_rank(images, 4)
   chex.assert_shape(index, (images.shape[0],))
   (h, w), (hh, ww) = size, images.shape[1:3]
@@ -55,10 +63,17 @@ def crops(key, images, index, size):
   if h > hh or w > ww:
     raise ValueError(f'crop {(h, w)} does not fit in images of {(hh, ww)}')
 
+  if sampling not in CROP_SAMPLING:
+    raise ValueError(f'crop_sampling={sampling!r} is not one of {CROP_SAMPLING}')
+
+  def start(k, side, crop):
+    if sampling == 'uniform':
+      return jax.random.randint(k, (), 0, side - crop + 1)
+    return jnp.clip(jax.random.randint(k, (), 1 - crop, side), 0, side - crop)
+
   def one(i, image):
     ky, kx = jax.random.split(jax.random.fold_in(key, i))
-    y = jax.random.randint(ky, (), 0, hh - h + 1)
-    x = jax.random.randint(kx, (), 0, ww - w + 1)
+    y, x = start(ky, hh, h), start(kx, ww, w)
     return jax.lax.dynamic_slice(image, (y, x, 0), (h, w, image.shape[-1]))
   return jax.vmap(one)(index, images)
 

@@ -80,6 +80,7 @@ def get_config():
   c.fae.restore, c.fae.noise, c.fae.region_weight = True, 0.04, 1.0
   c.fae.schedule, c.fae.flip, c.fae.jitter, c.fae.weight_decay = 'constant', '', 0.0, 0.0
   c.fae.crop = ()
+  c.fae.crop_sampling = 'uniform'
 
   # Which of the method's stages make up the model, by position: RcAE (1,) = RcAE alone,
   # (1, 2) = +DPN, (1, 2, 3) = full; FAE (1,).
@@ -101,16 +102,22 @@ def get_config():
   # weight_decay: AdamW's decoupled decay of the stage's weights (0 = Adam, the paper's)
   # crop: train on random (h, w) (or s x s) crops of the data.size images, the position drawn
   # from the stream position like the flips; validation and test see whole images (() = off)
+  # crop_sampling: uniform (every crop position equally likely: a crop meets the image's own
+  # border rarely) | cover (every pixel, border ones too, inside a crop equally often;
+  # rcae_jax/augment.py)
   c.stage1 = ml_collections.ConfigDict(dict(epochs=1500, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
                                             schedule='constant', flip='', jitter=0.0,
-                                            weight_decay=0.0, crop=()))
+                                            weight_decay=0.0, crop=(),
+                                            crop_sampling='uniform'))
   c.stage2 = ml_collections.ConfigDict(dict(epochs=400, steps=0, lr=1e-4, restore=True,
                                             noise=0.04, region_weight=1.0,
                                             schedule='constant', flip='', jitter=0.0,
-                                            weight_decay=0.0, crop=()))
+                                            weight_decay=0.0, crop=(),
+                                            crop_sampling='uniform'))
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
-                                            flip='', jitter=0.0, weight_decay=0.0, crop=()))
+                                            flip='', jitter=0.0, weight_decay=0.0, crop=(),
+                                            crop_sampling='uniform'))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
   # Cross-fitting (rcae_jax/crossfit.py): folds = K >= 2 trains the stages a later stage reads
   # (RcAE's 1-2) once more per fold on the other folds' images, and the last stage (the CRD)

@@ -219,6 +219,9 @@ def validate(c):
     need(st.schedule in ('constant', 'cosine'),
          f'{spec.group}.schedule={st.schedule!r} is not one of (\'constant\', \'cosine\')')
     need(st.flip in augment.MODES, f'{spec.group}.flip={st.flip!r} is not one of {augment.MODES}')
+    need(st.get('crop_sampling', 'uniform') in augment.CROP_SAMPLING,
+         f'{spec.group}.crop_sampling={st.get("crop_sampling")!r} is not one of '
+         f'{augment.CROP_SAMPLING}')
     need(st.steps > 0 or st.epochs > 0, f'{spec.group}: steps or epochs must be > 0')
     need(st.lr > 0, f'{spec.group}.lr must be > 0')
     need(st.get('weight_decay', 0.0) >= 0, f'{spec.group}.weight_decay must be >= 0')

@@ -85,7 +85,8 @@ class TrainStep:
   def _update(self, state, frozen, batch, objective):
     rng = jax.random.fold_in(state['rng'], state['step'])
     image = augment.crops(jax.random.fold_in(rng, 5), batch['image'], batch['index'],
-                          sizes.train_size(self.config, self.spec.group))
+                          sizes.train_size(self.config, self.spec.group),
+                          self.group.get('crop_sampling', 'uniform'))
     image = augment.flips(jax.random.fold_in(rng, 3), image, batch['index'], self.group.flip)
     image = augment.gains(jax.random.fold_in(rng, 4), image.astype(jnp.float32) / 255.0,
                           batch['index'], self.group.jitter)

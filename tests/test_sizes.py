@@ -83,6 +83,28 @@ def test_crops_depend_on_the_stream_position_alone():
   assert augment.crops(key, images, index, (12, 20)) is images
 
 
+def test_cover_crops_hold_every_pixel_equally_often():
+  """crop_sampling='cover': a 4-px crop of a 16-px side starts at 0 with probability
+  4/19 (uniform: 1/13), and every pixel, the first and last included, lies in a crop
+  4/19 of the time; the crops are windows of the image either way."""
+  n, side, c = 4000, 16, 4
+  grid = np.arange(side * side, dtype=np.float32).reshape(1, side, side, 1)
+  many = jnp.asarray(np.tile(grid, (n, 1, 1, 1)))
+  key, index = jax.random.PRNGKey(7), jnp.arange(n, dtype=jnp.int32)
+  for sampling, p_first in (('uniform', 1 / 13), ('cover', 4 / 19)):
+    out = np.asarray(augment.crops(key, many, index, (c, c), sampling))
+    ys, xs = out[:, 0, 0, 0] // side, out[:, 0, 0, 0] % side
+    rows = ys[:, None, None].astype(int) + np.arange(c)[None, :, None]
+    cols = xs[:, None, None].astype(int) + np.arange(c)[None, None, :]
+    np.testing.assert_array_equal(out[:, :, :, 0], grid[0, :, :, 0][rows, cols])
+    assert abs((ys == 0).mean() - p_first) < 0.02 and abs((xs == side - c).mean() - p_first) < 0.02
+    if sampling == 'cover':
+      held = np.array([((ys <= r) & (r < ys + c)).mean() for r in range(side)])
+      np.testing.assert_allclose(held[[0, side - 1]], 4 / 19, atol=0.02)
+  with pytest.raises(config_lib.ConfigError, match="stage3.crop_sampling='edge' is not one of"):
+    config_lib.load_config('tiny', ['stage3.crop_sampling=edge'])
+
+
 def test_tiles_cover_and_stitch_a_local_map_exactly():
   """A map whose receptive field (radius 2) lies within overlap/4 of every tile edge is
   stitched exactly, sequences (N, B, ...) included, for tiles that do not divide the image."""
