@@ -105,8 +105,8 @@ class Detector:
         raise InputError(f'{where}: {a.shape[-1]} channels, the detector takes {ch} '
                          f'(data.channels of the run)')
       boxes[i] = sizes.fit_box(a.shape[:2], (h, w)) if keep else (0, 0, h, w)
-      out[i] = _padded(_to_model(a, tuple(int(v) for v in boxes[i, 2:]), where, dtype),
-                       boxes[i], (h, w))
+      out[i] = sizes.pad_into(_to_model(a, tuple(int(v) for v in boxes[i, 2:]), where, dtype),
+                              boxes[i], (h, w))
     return out, (boxes if keep else None)
 
   def predict(self, images, batch_size=None):
@@ -131,15 +131,6 @@ class Detector:
                         valid=valid)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
     return {'input': x, **{k: out[k] for k in inference.SEQUENCES if k in out}}
-
-
-def _padded(a, box, hw):
-  """a (the image resized into box) placed in hw, the rest padded by reflection as
-  `common.read_image` pads kept-aspect files."""
-  t, l, h, w = (int(v) for v in box)
-  if (h, w) == tuple(hw):
-    return a
-  return np.pad(a, ((t, hw[0] - t - h), (l, hw[1] - l - w), (0, 0)), mode='symmetric')
 
 
 def _to_model(a, hw, where, dtype):

@@ -181,6 +181,18 @@ class Valid:
     return Valid(self.boxes[key], self.size)
 
 
+def pad_into(a, box, size, mode='symmetric'):
+  """a (h, w, ...), the image resized into box (top, left, h, w), placed in size (H, W) and
+  padded around (by reflection; mode='constant': zeros): what `crop_box` undoes. The one
+  padding of kept-aspect images, for files and for arrays given to `predict`."""
+  t, l, h, w = (int(v) for v in box)
+  big_h, big_w = as_pair(size)
+  if (h, w) == (big_h, big_w):
+    return a
+  widths = ((t, big_h - t - h), (l, big_w - l - w)) + ((0, 0),) * (np.ndim(a) - 2)
+  return np.pad(a, widths, mode=mode)
+
+
 def crop_box(a, box, axis=0):
   """a with its axes (axis, axis + 1) cut to box (top, left, h, w): the image without padding."""
   t, l, h, w = (int(v) for v in box)

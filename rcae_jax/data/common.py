@@ -109,21 +109,20 @@ def read_image(path, size, channels, resize='stretch'):
   aspect ratio kept (`sizes.fit_box`), the rest of (h, w) padded by reflection."""
   im = _open(path).convert('L' if channels == 1 else 'RGB')
   if size is not None:
-    im, pad = _fitted(im, size, resize)
+    im, box = _fitted(im, size, resize)
   arr = np.asarray(im, np.uint8)
-  if size is not None and pad:
-    arr = np.pad(arr, pad, mode='symmetric')
+  if size is not None and box:
+    arr = sizes.pad_into(arr, box, size)
   return arr[..., None] if channels == 1 else arr
 
 
 def _fitted(im, size, resize):
-  """(im resized, np.pad widths ((top, bottom), (left, right)) to reach size, or None)."""
+  """(im resized, its box in size for `sizes.pad_into`, or None when stretched)."""
   h, w = sizes.as_pair(size)
   if resize != 'keep':
     return im.resize((w, h), Image.BILINEAR), None
-  top, left, ch, cw = sizes.fit_box(im.size[::-1], (h, w))
-  return (im.resize((cw, ch), Image.BILINEAR),
-          ((top, h - top - ch), (left, w - left - cw)))
+  box = sizes.fit_box(im.size[::-1], (h, w))
+  return im.resize((box[3], box[2]), Image.BILINEAR), box
 
 
 def full_size(path):
@@ -155,9 +154,9 @@ def read_mask(path, image_path, size, mask_min=1, resize='stretch'):
     raise DataError(f'{path}: mask size {im.size} does not match its image '
                     f'{image_path} size {full}')
   binary = Image.fromarray(((np.asarray(im) >= mask_min) * 255).astype(np.uint8))
-  binary, pad = _fitted(binary, size, resize)
+  binary, box = _fitted(binary, size, resize)
   out = np.asarray(binary) >= 128
-  return np.pad(out, pad, constant_values=False) if pad else out
+  return sizes.pad_into(out, box, size, mode='constant') if box else out
 
 
 def _cache_key(samples, size, channels, resize='stretch'):
