@@ -311,6 +311,8 @@ _TEXTURE_SOURCES = ('moon', 'coins', 'camera', 'text', 'hubble_deep_field',
 
 def texture_bank(size, channels, per_source=2, seed=0, procedural=0):
   """Texture fillers: (T, H, W, C) float32 in [0, 1] at size (h, w) (an int: a square).
+  Read-only and cached per arguments: every stage and every cross-fitting fold of a run
+  reads the same bank, and building one (scikit-image files, Perlin noise) takes a second.
 
   Real textures: `per_source` random crops of each image shipped in scikit-image
   (deliberately excluding brick/grass/gravel, the built-in dataset's own textures, so the
@@ -318,10 +320,15 @@ def texture_bank(size, channels, per_source=2, seed=0, procedural=0):
   Perlin noise, gratings and cellular patterns with random scales, angles and colours
   (`procedural_textures`); `_texture` augments every draw.
   """
+  return _texture_bank(sizes.as_pair(size), channels, per_source, seed, procedural)
+
+
+@functools.lru_cache(maxsize=8)
+def _texture_bank(size, channels, per_source, seed, procedural):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from skimage import data as skdata  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
-  h, w = sizes.as_pair(size)
+  h, w = size
   out = []
   for name in _TEXTURE_SOURCES:
     img = np.asarray(getattr(skdata, name)())
@@ -342,6 +349,7 @@ def texture_bank(size, channels, per_source=2, seed=0, procedural=0):
     bank = np.concatenate([bank, procedural_textures((h, w), procedural, seed)])
   if channels == 1:
     bank = bank.mean(axis=-1, keepdims=True)
+  bank.setflags(write=False)
   return bank
 
 

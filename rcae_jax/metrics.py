@@ -161,10 +161,16 @@ class PixelCurves:
     kept = _kept(masks, valid)
     keys, m = _bin_keys(maps.ravel()[kept], self.bits), masks.ravel()[kept]
     inv, n = inverse_region_sizes(masks)
-    size = len(self.neg)
-    self.neg += np.bincount(keys[~m], minlength=size)
-    self.pos += np.bincount(keys[m], minlength=size)
-    self.pro += np.bincount(keys[m], weights=inv.ravel()[kept][m], minlength=size)
+    w = inv.ravel()[kept][m]
+    if len(keys) * 16 < len(self.neg):  # a few pixels: no full-length histogram per batch
+      np.add.at(self.neg, keys[~m], 1)
+      np.add.at(self.pos, keys[m], 1)
+      np.add.at(self.pro, keys[m], w)
+    else:
+      size = len(self.neg)
+      self.neg += np.bincount(keys[~m], minlength=size)
+      self.pos += np.bincount(keys[m], minlength=size)
+      self.pro += np.bincount(keys[m], weights=w, minlength=size)
     self.n_regions += n
     return self
 

@@ -214,8 +214,11 @@ def train_stage(stage, config, workdir, train_images, frozen, mesh, max_steps=No
     mgr.wait_until_finished()
   bar.close()
   mgr.close()
-  if is_main and done == total:
-    figures.training_curves(stage_dir / 'curves.png', files.read_jsonl(log_path), label)
+  curves = stage_dir / 'curves.png'
+  if is_main and done == total and (done > start or not curves.exists()):
+    # a stage finished earlier (a resumed run passing through it) keeps its figure: redrawing
+    # it cost a quarter second per stage at every restart
+    figures.training_curves(curves, files.read_jsonl(log_path), label)
   if stop:
     raise stops.Stopped(f'stopped at {label} step {saved}; the same command resumes', stop)
   return state['params'], end == total

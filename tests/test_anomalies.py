@@ -135,6 +135,9 @@ def test_texture_bank_with_procedural_textures():
   assert bank.min() >= 0 and bank.max() <= 1
   proc = bank[8:, ..., 0]
   assert all(p.std() > 0.02 for p in proc)  # patterned, not flat
+  again = anomalies.texture_bank((32, 32), 1, per_source=1, procedural=6)
+  assert again is bank and not bank.flags.writeable  # cached: one bank per run, read-only
+  anomalies._texture_bank.cache_clear()  # pylint: disable=protected-access
   np.testing.assert_array_equal(bank, anomalies.texture_bank(32, 1, per_source=1, procedural=6))
 
 

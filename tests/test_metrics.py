@@ -111,6 +111,10 @@ def test_streamed_pixel_metrics_within_their_bound(seed, ties, bits):
   curves = metrics.PixelCurves(bits)
   for i in range(0, len(maps), 2):
     curves.add(maps[i:i + 2], masks[i:i + 2])
+  # the counts, whichever way add filled them (np.add.at for batches small against 2^bits)
+  count = lambda m: np.bincount(metrics._bin_keys(maps[m], bits), minlength=2 ** bits)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(curves.neg, count(~masks))
+  np.testing.assert_array_equal(curves.pos, count(masks))
   got = metrics.streamed_metrics(scores, labels, curves)
   for k in ('pixel_auroc', 'pixel_ap', 'aupro'):
     assert abs(got[k] - exact[k]) <= got['bounds'][k] + 1e-9, (k, got[k], exact[k])

@@ -85,12 +85,29 @@ def uninterrupted(tmp_path_factory):
   return own_copy(tmp_path_factory, shared(tmp_path_factory, 'preempt', _reference))
 
 
+def _damage(step_dir):
+  for f in step_dir.rglob('*'):
+    if f.is_file() and f.stat().st_size > 64:
+      f.write_bytes(b'\0' * 16)  # a damaged disk
+
+
 def test_killed_at_every_point_resumes_exactly(uninterrupted):
+  """Also a damaged checkpoint: after the kill between stages, stage 1's last step directory
+  exists but cannot be read; it is never loaded, the next start resumes stage 1 from the
+  step before it, and the run still ends where an uninterrupted run ends."""
   ref, wd, cache = uninterrupted / 'ref', uninterrupted / 'killed', uninterrupted / 'cache'
   for point in KILLS:
-    _killed(_train(wd, cache, kill_at=point), point)
+    proc = _train(wd, cache, kill_at=point)
+    _killed(proc, point)
     bundle = (wd / 'model' / 'config.json').exists()  # present only once the params are
     assert bundle == (point == 'write:validation.json'), point
+    if point == 'after-stage1':
+      steps = sorted(int(p.name) for p in (wd / 'stage1' / 'ckpt').iterdir() if p.name.isdigit())
+      assert steps == [4, 6]  # the last two are kept
+      _damage(wd / 'stage1' / 'ckpt' / '6')
+    if point == 'stage2:step3':  # the start after the damage
+      assert 'stage1/ckpt/6 is incomplete or damaged' in proc.stdout, proc.stdout[-2000:]
+      assert 'resuming from step 4' in proc.stdout
   proc = _train(wd, cache)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert _losses(wd) == _losses(ref)
@@ -149,24 +166,6 @@ def test_evaluate_killed_while_writing_is_rerun_cleanly(uninterrupted):
   assert _cli(['evaluate', '--workdir', str(ref)]).returncode == 0
   assert json.loads((ref / 'eval' / 'metrics.json').read_text()) == first
   assert not [p.name for p in (ref / 'eval').iterdir() if '.tmp' in p.name]
-
-
-def test_damaged_checkpoint_step_is_skipped_with_a_warning(uninterrupted, tmp_path):
-  """A step directory that exists but cannot be read is never loaded: the run resumes from
-  the step before it and ends where an uninterrupted run ends."""
-  ref, cache = uninterrupted / 'ref', uninterrupted / 'cache'
-  wd = tmp_path / 'run'
-  _killed(_train(wd, cache, kill_at='after-stage1'), 'after-stage1')
-  steps = sorted(int(p.name) for p in (wd / 'stage1' / 'ckpt').iterdir() if p.name.isdigit())
-  assert steps == [4, 6]  # the last two are kept
-  for f in (wd / 'stage1' / 'ckpt' / '6').rglob('*'):
-    if f.is_file() and f.stat().st_size > 64:
-      f.write_bytes(b'\0' * 16)  # a damaged disk
-  proc = _train(wd, cache)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert 'stage1/ckpt/6 is incomplete or damaged' in proc.stdout
-  assert 'resuming from step 4' in proc.stdout
-  assert _losses(wd) == _losses(ref)
 
 
 def test_damaged_result_files_are_named(uninterrupted, tmp_path):

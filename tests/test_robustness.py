@@ -251,7 +251,7 @@ def test_one_training_image_says_what_is_missing(tmp_path, capsys):
   root = _folder_dataset(tmp_path / 'one', 1)
   wd = tmp_path / 'run'
   argv = ['train', '--config', 'tiny', '--workdir', str(wd), '--data', f'folder:{root}',
-          '--set', *TINY, 'batch_size=4', f'data.cache_dir={tmp_path / "cache"}']
+          '--set', *TINY, 'stages=(1,)', f'data.cache_dir={tmp_path / "cache"}']
   assert cli.main(argv) == 0
   out = capsys.readouterr()
   assert 'warning: no held-out normal images' in out.out + out.err
