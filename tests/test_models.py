@@ -120,7 +120,7 @@ def test_reflect_padding_has_no_border_response(tmp_path):
   flat = {}
   for padding in ('reflect', 'zeros'):
     config = tiny_config(tmp_path, f'model.padding={padding}', 'score.sigma=0.0',
-                         'model.groups=0')
+                         'model.groups=0', 'model.depth=2')
     params = model_lib.init_all(config, jax.random.PRNGKey(0))
     out = inference.make_inference(config, with_sequences=True)(params, x)
     flat[padding] = [float(jnp.ptp(out['recon'], axis=(2, 3)).max()),  # over (h, w)

@@ -27,7 +27,8 @@ def test_sweep_tables_skip_and_failure(tmp_path):
   preset = _tiny_preset(tmp_path, ("'broken'", "['stages=(1,)', 'data.name=folder', "
                                               "'data.root=/does/not/exist']"))
   wd = tmp_path / 'sweep'
-  ov = ['data.resolution=16', f'data.cache_dir={tmp_path / "cache"}']
+  # N = 2 at 16², as the shared tiny run: its programs come from the compilation cache
+  ov = ['data.resolution=16', 'model.depth=2', f'data.cache_dir={tmp_path / "cache"}']
   rows = sweep.run(preset, wd, ov)
   assert [r['status'] for r in rows][:2] == ['ok', 'ok'] and rows[2]['status'].startswith('failed')
   # '+RcAE +DPN' trains stage 1 exactly as '+RcAE' did: copied, not trained again
@@ -40,7 +41,7 @@ def test_sweep_tables_skip_and_failure(tmp_path):
   csv_rows = list(csv.DictReader(open(wd / 'results.csv')))
   assert len(csv_rows) == 3 and float(csv_rows[0]['image_auroc']) > 0
   assert (wd / 'results.png').stat().st_size > 0
-  again = sweep.run(preset, wd, ov[:1] + [f'data.cache_dir={tmp_path / "moved"}'])
+  again = sweep.run(preset, wd, ov[:2] + [f'data.cache_dir={tmp_path / "moved"}'])
   assert [r['status'] for r in again][:2] == ['skipped (done)'] * 2
   assert again[0]['image_auroc'] == rows[0]['image_auroc']
   # the preset edited after the fact: its finished run is not reported under the new meaning

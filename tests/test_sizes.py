@@ -147,7 +147,8 @@ def test_a_non_square_run_trains_on_crops_and_predicts_at_full_size(tmp_path):
   too), validation and predict see whole images; an input of another shape gets a map of
   its own shape."""
   config = tiny_config(tmp_path / 'cache', 'data.size=(16, 32)', 'stage1.crop=8',
-                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1')
+                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1',
+                       'depth_sampling=max')  # one training program: compiling is the cost
   params = model_lib.init_all(config, jax.random.PRNGKey(0))
   assert training.frozen_inputs(1, params, config)['textures'].shape[1:3] == (8, 8)
   training.train(config, tmp_path / 'run')
@@ -222,7 +223,8 @@ def test_a_kept_aspect_run_scores_only_the_image_and_predict_matches_evaluation(
   root = make_mtd(tmp_path / 'mtd')
   config = tiny_config(tmp_path / 'cache', 'data.name=mtd', f'data.root={root}',
                        'data.val_fraction=0.25', 'data.channels=1', 'data.resize=keep',
-                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1')
+                       'model.depth=2', 'stages=(1,)', 'stage1.steps=3', 'log_every=1',
+                       'depth_sampling=max')
   ds = data_lib.load(config, need_test=True)
   assert ds.train.shape[1:] == (16, 16, 1)
   boxes = ds.test_valid.boxes
