@@ -77,7 +77,7 @@ def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path, capsys):
 def _train_cmd(wd, cache, *extra):
   return [sys.executable, '-m', 'rcae_jax', 'train', '--config', 'tiny', '--workdir', str(wd),
           '--set', 'data.resolution=16', 'model.depth=2', 'depth_sampling=max', 'stages=(1,)',
-          'stage1.steps=300',
+          'stage1.steps=120',
           'ckpt_every=1000', 'log_every=1', f'data.cache_dir={cache}', *extra]
 
 
