@@ -43,6 +43,15 @@ def distance_to_border(h, w=None):
   return np.minimum.reduce([yy, xx, h - 1 - yy, w - 1 - xx])
 
 
+def distance_to_box(boxes, h, w):
+  """(B, H, W) int: each pixel's distance to the nearest edge of its image's content box
+  (top, left, height, width) (kept-aspect runs: `sizes.Valid.boxes`), -1 in the padding."""
+  yy, xx = np.mgrid[:h, :w]
+  t, l, bh, bw = (np.asarray(boxes)[:, i, None, None] for i in range(4))
+  dist = np.minimum.reduce([yy - t, xx - l, t + bh - 1 - yy, l + bw - 1 - xx])
+  return np.where(dist >= 0, dist, -1)
+
+
 def local_contrast(grey):
   """|x - its 3 x 3 mean| of (B, H, W) images, borders reflected."""
   padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode='reflect')
@@ -51,12 +60,15 @@ def local_contrast(grey):
   return np.abs(grey - mean)
 
 
-def profile(images, out, rings):
+def profile(images, out, rings, boxes=None):
   """{quantity: [value per ring 0..rings-1, then the interior]} of one image set.
 
   images: uint8 (B, H, W, C); out: inference outputs with the sequences (only the last
-  reconstruction is read)."""
-  dist = distance_to_border(*images.shape[1:3])
+  reconstruction is read); boxes: kept-aspect images' content boxes (B, 4): rings are then
+  counted from each box's edge and the padding is left out of every number."""
+  n, h, w = images.shape[:3]
+  dist = (np.broadcast_to(distance_to_border(h, w), (n, h, w)) if boxes is None
+          else distance_to_box(boxes, h, w))
   if rings < 1 or not (dist >= rings).any():
     raise ValueError(f'rings={rings}: a {sizes.label(images.shape[1:3])} image has no pixel {rings} px or more from '
                      'its border; use fewer rings')
@@ -67,12 +79,14 @@ def profile(images, out, rings):
   per_pixel = {'image_mean': grey, 'image_contrast': local_contrast(grey),
                'recon_error': np.abs(last - x).mean(-1)}
   raw, smoothed = np.asarray(out['raw']), np.asarray(out['map'])
-  at_max = dist.reshape(-1)[smoothed.reshape(len(smoothed), -1).argmax(1)]
-  result = {k: [float(v[:, w].mean()) for w in where] for k, v in per_pixel.items()}
-  result['map_p99'] = [float(np.quantile(raw[:, w], 0.99)) for w in where]
+  inside = np.where(dist >= 0, smoothed, -np.inf).reshape(n, -1)
+  at_max = dist.reshape(n, -1)[np.arange(n), inside.argmax(1)]
+  result = {k: [float(v[w].mean()) for w in where] for k, v in per_pixel.items()}
+  result['map_p99'] = [float(np.quantile(raw[w], 0.99)) for w in where]
   result['argmax_share'] = [float(np.mean(at_max == k)) for k in range(rings)]
   result['argmax_share'].append(float(np.mean(at_max >= rings)))
-  result['border_share'] = validation.border_share(smoothed)
+  valid = None if boxes is None else dist >= 0
+  result['border_share'] = validation.border_count(smoothed, valid=valid) / n
   return result
 
 
@@ -81,17 +95,27 @@ def measure(run_dir, n_train=256, rings=None):
   ctx = evaluators.Context.of_run(run_dir, need_test=False)
   cfg = ctx.config
   size = sizes.image_size(cfg)
-  rings = rings or min(16, (min(size) - 1) // 2)  # some interior left at any size
   train = np.asarray(ctx.dataset.train)
   pick = np.linspace(0, len(train) - 1, min(n_train, len(train))).round().astype(int)
-  sets = {'train': train[np.unique(pick)], 'held_out': np.asarray(ctx.dataset.val)}
+  pick = np.unique(pick)
+  sets = {'train': train[pick], 'held_out': np.asarray(ctx.dataset.val)}
+  kept = ctx.dataset.train_valid is not None  # data.resize=keep: rings from the content box
+  boxes = {'train': ctx.dataset.train_valid.boxes[pick] if kept else None,
+           'held_out': ctx.dataset.val_valid.boxes if kept else None}
+  side = np.concatenate([b[:, 2:] for b in boxes.values()]).min() if kept else min(size)
+  rings = rings or min(16, (int(side) - 1) // 2)  # some interior left in every image
+  # with kept aspect, of the held-out images' own boxes (the band of each box, averaged)
+  uniform = (np.mean([validation.uniform_border_share((int(b[2]), int(b[3])))
+                      for b in boxes['held_out']]) if kept and len(boxes['held_out'])
+             else validation.uniform_border_share(size))
   result = {'rings': rings, 'border_px': validation.BORDER_PX,
-            'uniform_border_share': validation.uniform_border_share(size)}
+            'uniform_border_share': float(uniform)}
   for name, images in sets.items():
     if not len(images):
       continue
     result[name] = {'n_images': len(images),
-                    **profile(images, _last_and_maps(cfg, ctx.params, images), rings)}
+                    **profile(images, _last_and_maps(cfg, ctx.params, images), rings,
+                              boxes[name])}
   return result
 
 

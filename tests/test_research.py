@@ -145,6 +145,32 @@ def test_border_profile_on_known_rings():
     border_profile.profile(images, out, rings=4)
 
 
+def test_border_profile_of_kept_aspect_images_counts_from_the_box():
+  """Rings from each image's content box; the padding, here holding every map's maximum and
+  the worst reconstruction, is in no number."""
+  from experiments import border_profile  # pylint: disable=g-import-not-at-top
+  boxes = np.array([[0, 2, 8, 4], [1, 0, 6, 8]])  # (top, left, height, width) in 8²
+  dist = border_profile.distance_to_box(boxes, 8, 8)
+  np.testing.assert_array_equal(dist[0, 3], [-1, -1, 0, 1, 1, 0, -1, -1])
+  np.testing.assert_array_equal(dist[1, :, 3], [-1, 0, 1, 2, 2, 1, 0, -1])
+  inner = np.zeros((2, 8, 8, 1), np.uint8)
+  for i, (t, l, h, w) in enumerate(boxes):  # the same image in both boxes: 10 x ring
+    inner[i, t:t + h, l:l + w, 0] = 10 * border_profile.distance_to_border(h, w)
+  images = np.where(dist[..., None] >= 0, inner, 255).astype(np.uint8)
+  recon = images.astype(np.float32) / 255.0
+  recon[dist < 0] = 0.0  # the padding reconstructed worst (error 1)
+  smoothed = np.where(dist == 1, 0.5, 0.0).astype(np.float32)
+  smoothed[dist < 0] = 9.0  # the padding's map highest
+  out = {'recon': recon[None], 'raw': smoothed, 'map': smoothed}
+  p = border_profile.profile(images, out, rings=1, boxes=boxes)
+  # ring 0: 20 + 24 px at 0; inside: 12 px at 10 (8x4 box), 16 at 10 and 8 at 20 (6x8)
+  np.testing.assert_allclose(p['image_mean'], [0, 440 / 36])
+  np.testing.assert_allclose(p['recon_error'], [0, 0], atol=1e-6)
+  assert p['argmax_share'] == [0.0, 1.0]  # each maximum on its box's ring 1, not the padding
+  assert p['map_p99'][0] == 0.0
+  assert p['border_share'] == 1.0  # within 8 px of its box's edge
+
+
 def test_border_profile_of_a_run_writes_its_files(trained_run):
   from experiments import border_profile  # pylint: disable=g-import-not-at-top
   border_profile.main([str(trained_run), '--train', '6'])
