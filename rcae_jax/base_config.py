@@ -54,6 +54,9 @@ def get_config():
   # CRD input: D_n ⊕ x (paper) plus |D_n - x|. Without it a short CRD barely learned (demo:
   # validation I/P-AUROC 53/59 -> 84/89 with it; docs/design.md). False = the paper's input.
   c.model.crd_diff = True
+  # the input image itself (the paper's): False leaves D_n ⊕ |D_n - x|, so the CRD cannot
+  # key on a training image's own appearance (issue 32's train/held-out gap; crossfit.md)
+  c.model.crd_image = True
   # l2: the paper's |M_A - M_P|² + |∇M_A - ∇M_P|². bce: cross-entropy + crd_grad_weight x
   # gradient term; L2 on the sigmoid map collapsed to an all-zero map in our runs (docs/).
   c.model.crd_loss = 'bce'        # | focal (DRAEM's) | l2; from logits

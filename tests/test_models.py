@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import tiny_config
+from rcae_jax import config as config_lib
 from rcae_jax import discrepancy, inference, losses, ops
 from rcae_jax import model as model_lib
 from rcae_jax.models import crd, layers
@@ -173,6 +174,30 @@ def test_fae_unet_shapes_and_one_stage(tmp_path, x):
   assert np.all((out['recon'] >= 0) & (out['recon'] <= 1))
   # dilations 1..8 in a 4x4 bottleneck with reflect padding: defined, finite
   assert np.isfinite(np.asarray(out['score'])).all()
+
+
+def test_crd_without_the_image_sees_only_the_sequence_and_its_difference(tmp_path):
+  """model.crd_image=False: the CRD reads D_n and |D_n - x| only, so an input mirrored about
+  D_n (x' = 2 D_n - x, the same difference) gives the same logits, and its first layer has
+  27 C f weights fewer (3x3x3 over C channels, f features); with the image they differ."""
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  enhanced = jax.random.uniform(k1, (2, 1, 8, 8, 3))  # (S, B, H, W, C)
+  x = jax.random.uniform(k2, (1, 8, 8, 3))
+  mirrored = 2 * enhanced[-1] - x  # |D - x'| = |D - x| for the step both share
+  enhanced = jnp.stack([enhanced[-1]] * 2)
+  count = {}
+  for image in (True, False):
+    net = crd.CRD(features=4, diff=True, image=image, arch='small')
+    params = net.init(jax.random.PRNGKey(1), enhanced, x)
+    count[image] = sum(np.size(a) for a in jax.tree.leaves(params))
+    a, b = net.apply(params, enhanced, x), net.apply(params, enhanced, mirrored)
+    if image:
+      assert float(jnp.abs(a - b).max()) > 1e-3
+    else:
+      np.testing.assert_allclose(a, b, atol=1e-6)
+  assert count[True] - count[False] == 27 * 3 * 4
+  with pytest.raises(config_lib.ConfigError, match='crd_image=False needs model.crd_diff=True'):
+    tiny_config(tmp_path, 'model.crd_image=False', 'model.crd_diff=False')
 
 
 @pytest.mark.parametrize('arch,reaches_corner', [('unet', True), ('small', False)])

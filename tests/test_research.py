@@ -103,6 +103,8 @@ def test_stage_reuse_needs_every_key_the_stage_reads():
   assert not config_lib.same_run(a, {**a, 'stage2.steps': 9}, for_stage=2)
   assert config_lib.same_run(a, {**a, 'model.crd_diff': False}, for_stage=2)
   assert not config_lib.same_run(a, {**a, 'model.crd_diff': False}, for_stage=3)
+  assert config_lib.same_run(a, {**a, 'model.crd_image': False}, for_stage=2)
+  assert not config_lib.same_run(a, {**a, 'model.crd_image': False}, for_stage=3)
   assert not config_lib.same_run(a, {k: v for k, v in a.items() if k != 'model.depth'}, for_stage=1)
 
 

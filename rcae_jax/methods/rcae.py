@@ -197,6 +197,8 @@ def validate(c, need):
        f'model.groups={c.model.groups} must divide model.features={c.model.features}')
   bad = [s for s in c.model.crd_steps if not 1 <= s <= c.model.depth]
   need(not bad, f'model.crd_steps has steps {bad} outside 1..model.depth={c.model.depth}')
+  need(c.model.get('crd_image', True) or c.model.crd_diff,
+       'model.crd_image=False needs model.crd_diff=True: the CRD would not see the input')
   for group in ('stage1', 'stage2'):
     st = c[group]
     need(0 <= st.get('noise', 0.0) <= 0.5,

@@ -73,6 +73,7 @@ class CRD(nn.Module):
   dtype: jnp.dtype = jnp.float32
   padding: str = 'SAME'
   diff: bool = False  # also feed |D_n - x|: a small CRD need not learn the subtraction
+  image: bool = True  # feed x itself (False: only D_n and |D_n - x|, no image identity)
   arch: str = 'small'
   levels: int = 3  # 'unet' halvings
 
@@ -80,8 +81,9 @@ class CRD(nn.Module):
   def __call__(self, enhanced, x):
     """enhanced: (S, B, H, W, C) selected D_n; x: (B, H, W, C) -> logits (B, H, W, 1)."""
     x = jnp.broadcast_to(x, enhanced.shape)
-    h = jnp.concatenate([enhanced, x] + ([jnp.abs(enhanced - x)] if self.diff else []), axis=-1)
-    h = jnp.moveaxis(h, 0, 1).astype(self.dtype)  # (B, S, H, W, 2C)
+    h = jnp.concatenate([enhanced] + ([x] if self.image else []) +
+                        ([jnp.abs(enhanced - x)] if self.diff else []), axis=-1)
+    h = jnp.moveaxis(h, 0, 1).astype(self.dtype)  # (B, S, H, W, 2C or 3C)
     f = self.features
     conv = lambda feat, s=1, d=1: StepConv(feat, s, self.dtype, self.padding, d)
     if self.arch == 'small':
@@ -115,5 +117,5 @@ def from_config(config):
   levels = m.get('crd_levels', 0) or auto_levels(min(sizes.train_size(config, 'stage3')))
   padding = m.get('crd_padding', '') or m.get('padding', 'zeros')
   return CRD(features=m.crd_features, dtype=layers.dtype_of(m.dtype),
-             padding=layers.PADDINGS[padding], diff=m.get('crd_diff', False), arch=arch,
-             levels=levels)
+             padding=layers.PADDINGS[padding], diff=m.get('crd_diff', False),
+             image=m.get('crd_image', True), arch=arch, levels=levels)
