@@ -216,6 +216,26 @@ def test_curves_and_tensorboard_beside_the_log(trained_run):
       assert scalars[(f'stage{stage}/lr', r['step'])] == pytest.approx(r['lr'])
 
 
+def test_evaluation_reports_how_test_normals_score_against_training_normals(evaluated_run):
+  """eval/metrics.json's test_normal_gap: the normal test images' median and 99th-percentile
+  score over validation's training and held-out normals', recomputed from eval/scores.csv
+  and validation.json."""
+  rows = list(csv.DictReader(open(evaluated_run / 'eval' / 'scores.csv')))
+  good = np.array([float(r['score']) for r in rows if r['label'] == '0'])
+  gap = json.loads((evaluated_run / 'validation.json').read_text())['normal_gap']
+  got = json.loads((evaluated_run / 'eval' / 'metrics.json').read_text())['test_normal_gap']
+  assert got['test_normals']['n'] == len(good) > 0
+  for ref, key in ((gap['train'], 'ratio_to_train'), (gap['heldout'], 'ratio_to_heldout')):
+    np.testing.assert_allclose(got[key]['score_median'], np.median(good) / ref['score_median'],
+                               rtol=1e-6)
+    np.testing.assert_allclose(got[key]['score_p99'],
+                               np.percentile(good, 99) / ref['score_p99'], rtol=1e-6)
+  assert 'Normal test images against the training normals' in (
+      evaluated_run / 'eval' / 'metrics.md').read_text()
+  from rcae_jax.evaluators import test_metrics  # pylint: disable=g-import-not-at-top
+  assert test_metrics.test_normal_gap(good, np.ones(len(good)), gap) is None  # no normals
+
+
 def test_evaluate_on_other_data_leaves_the_run_files(evaluated_run, capsys):
   """`evaluate --data` (the CLI) and evaluate(data=...) score another dataset's test set
   without touching the run's calibration.json and validation.json."""

@@ -81,9 +81,27 @@ def exact(ctx):
           masks.any(axis=(1, 2)))
 
 
+def test_normal_gap(test_scores, test_labels, normal_gap):
+  """How the normal *test* images score against validation's `normal_gap` sets (the training
+  normals and the held-out ones, both from the training folder): medians and 99th
+  percentiles and their ratios. Held-out normals that score like the training normals while
+  test normals score far higher say the test folder's normals differ from the training
+  folder's, which no held-out split can see (validation then over-trusts the test). A
+  report, never used to choose anything. None without normal test images or a gap."""
+  good = np.asarray(test_scores)[np.asarray(test_labels) == 0]
+  if not len(good) or not normal_gap:
+    return None
+  stats = {'n': int(len(good)), 'score_median': float(np.median(good)),
+           'score_p99': float(np.percentile(good, 99))}
+  ratio = lambda ref: {k: stats[k] / ref[k] if ref[k] else float('inf')
+                       for k in ('score_median', 'score_p99')}
+  return {'test_normals': stats, 'ratio_to_train': ratio(normal_gap['train']),
+          'ratio_to_heldout': ratio(normal_gap['heldout'])}
+
+
 def run(ctx):
   """-> {'per_category', 'mean', 'per_defect', 'n_test', 'n_anomalous', 'empty_masks'
-  [, 'validation']}."""
+  [, 'validation', 'test_normal_gap']}."""
   ds = ctx.dataset
   bits = ctx.config.get('eval_pixel_bits', 0)
   cat_metrics, defects, has_pixel = streamed(ctx, bits) if bits else exact(ctx)
@@ -94,6 +112,10 @@ def run(ctx):
             'empty_masks': empty, 'code': code_of(ctx.workdir)}
   if ctx.results.get('validation'):
     result['validation'] = ctx.results['validation']['metrics']
+    shift = test_normal_gap(ctx.scores('test', ds.test, ds.test_valid), ds.test_labels,
+                            ctx.results['validation'].get('normal_gap'))
+    if shift:
+      result['test_normal_gap'] = shift
   if ctx.is_main:
     eval_dir = ctx.eval_dir
     files.write_json(eval_dir / 'metrics.json', result)
@@ -106,6 +128,15 @@ def run(ctx):
       table += (f"\n\n{empty['n']} of {result['n_anomalous']} defective test images ({kinds}) "
                 f"have no mask pixel left at {sizes.label(empty['size'])}: they count for the "
                 'image metrics, not the pixel metrics.')
+    if result.get('test_normal_gap'):
+      r, held = result['test_normal_gap']['ratio_to_train'], ctx.results['validation'][
+          'normal_gap']['ratio']
+      table += (f"\n\nNormal test images against the training normals: median score "
+                f"{r['score_median']:.2f}×, 99th percentile {r['score_p99']:.2f}× (held-out "
+                f"normals: {held['score_median']:.2f}× and {held['score_p99']:.2f}×). A test "
+                'ratio far above the held-out one means the test folder\'s normals differ from '
+                'the training folder\'s: validation, which sees held-out normals from the '
+                'training folder only, then over-trusts the test.')
     code = result['code']
     table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
               f"{runinfo.describe(code['evaluated'])}.")
