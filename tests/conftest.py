@@ -16,7 +16,11 @@ FAST_COMPILE = ('--xla_backend_optimization_level=0 --xla_llvm_disable_expensive
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            f' {FAST_COMPILE} --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='rcae_xla_cache_'))
+# made here in the first process (pytest-xdist's workers inherit it) and removed when that
+# process ends; a cache folder the user set is left alone
+_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if _OWN_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='rcae_xla_cache_')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pathlib  # noqa: E402
@@ -35,6 +39,12 @@ from rcae_jax import config as config_lib  # noqa: E402
 # The modules of the long subprocess tests: collected first, so that pytest-xdist starts them
 # while the short tests fill the other workers (longest first leaves the shortest tail).
 LONG_FIRST = ('test_preemption.py', 'test_multihost.py', 'test_robustness.py')
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_CACHE and not os.environ.get('PYTEST_XDIST_WORKER'):
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
