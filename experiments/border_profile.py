@@ -39,8 +39,7 @@ def distance_to_border(h, w=None):
   """(h, w) int (w = h: a square): each pixel's distance to the nearest image edge (0 on the
   edge)."""
   w = h if w is None else w
-  yy, xx = np.mgrid[:h, :w]
-  return np.minimum.reduce([yy, xx, h - 1 - yy, w - 1 - xx])
+  return distance_to_box([(0, 0, h, w)], h, w)[0]
 
 
 def distance_to_box(boxes, h, w):
@@ -67,8 +66,7 @@ def profile(images, out, rings, boxes=None):
   reconstruction is read); boxes: kept-aspect images' content boxes (B, 4): rings are then
   counted from each box's edge and the padding is left out of every number."""
   n, h, w = images.shape[:3]
-  dist = (np.broadcast_to(distance_to_border(h, w), (n, h, w)) if boxes is None
-          else distance_to_box(boxes, h, w))
+  dist = distance_to_box([(0, 0, h, w)] * n if boxes is None else boxes, h, w)
   if rings < 1 or not (dist >= rings).any():
     raise ValueError(f'rings={rings}: a {sizes.label(images.shape[1:3])} image has no pixel {rings} px or more from '
                      'its border; use fewer rings')
@@ -85,8 +83,7 @@ def profile(images, out, rings, boxes=None):
   result['map_p99'] = [float(np.quantile(raw[w], 0.99)) for w in where]
   result['argmax_share'] = [float(np.mean(at_max == k)) for k in range(rings)]
   result['argmax_share'].append(float(np.mean(at_max >= rings)))
-  valid = None if boxes is None else dist >= 0
-  result['border_share'] = validation.border_count(smoothed, valid=valid) / n
+  result['border_share'] = validation.border_count(smoothed, valid=dist >= 0) / n
   return result
 
 
