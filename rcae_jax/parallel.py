@@ -63,6 +63,13 @@ def replicate(tree, mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def replicated_like(shapes, mesh):
+  """jax.eval_shape's output -> the same shapes, dtypes, replicated over `mesh`: what a
+  restore needs, without computing the values it would overwrite."""
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                     sharding=NamedSharding(mesh, P())), shapes)
+
+
 def to_host(tree):
   """Replicated (global) arrays -> numpy, from this process's own copy: with several
   processes a global array spans devices this process cannot read."""

@@ -43,16 +43,19 @@ def test_regions_are_larger_than_scratches(images):
 
 
 def test_validation_set_is_fixed_and_half_anomalous(tmp_path):
-  config = tiny_config(tmp_path, 'data.resolution=32')
-  val = (np.random.default_rng(0).random((6, 32, 32, 3)) * 255).astype(np.uint8)
+  # 16²: the shared tiny run's size, whose validation compiles the same planting program
+  config = tiny_config(tmp_path)
+  val = (np.random.default_rng(0).random((11, 16, 16, 3)) * 255).astype(np.uint8)
   images, masks = validation.validation_set(config, val)
   again, _ = validation.validation_set(config, val)
   np.testing.assert_array_equal(images, again)
-  assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
-  np.testing.assert_array_equal(images[:6], val)
-  assert not masks[:6].any() and all(m.any() for m in masks[6:])
+  assert images.shape == (22, 16, 16, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images[:11], val)
+  assert not masks[:11].any() and all(m.any() for m in masks[11:])
+  # batches of 4, 4, 3 (planted in chunks of 4 and of 3 padded to PLANT_CHUNK = 8), against
+  # one batch of 11 (chunks of 8 and 3)
   small, _ = validation.validation_set(
-      config_lib.apply_overrides(config, ['eval_batch_size=4']), val)  # batches of 4, 4, 4
+      config_lib.apply_overrides(config, ['eval_batch_size=4']), val)
   np.testing.assert_array_equal(images, small)
 
 

@@ -23,7 +23,7 @@ def x():
 def test_shapes(tmp_path, x, recursion):
   config = tiny_config(tmp_path, f'model.recursion={recursion}')
   params = model_lib.init_all(config, jax.random.PRNGKey(0))
-  out = inference.make_inference(config, with_sequences=True)(params, x)
+  out = jax.jit(inference.make_inference(config, with_sequences=True))(params, x)
   n = config.model.depth
   chex.assert_shape(out['recon'], (n, 2, 16, 16, 3))
   chex.assert_shape(out['enhanced'], (n, 2, 16, 16, 3))
@@ -36,9 +36,10 @@ def test_batched_depth_sequence_equals_each_depth(tmp_path, x):
   config = tiny_config(tmp_path)
   model = model_lib.from_config(config)
   p = model.init('rcae', jax.random.PRNGKey(0))
-  seq = model.sequence(p, x)
+  seq = jax.jit(model.sequence)(p, x)
+  at_depth = jax.jit(model.at_depth, static_argnums=2)
   for n in range(1, config.model.depth + 1):
-    np.testing.assert_allclose(seq[n - 1], model.at_depth(p, x, n), atol=1e-5)
+    np.testing.assert_allclose(seq[n - 1], at_depth(p, x, n), atol=1e-5)
 
 
 def test_remat_changes_memory_not_numbers(tmp_path, x):
@@ -50,9 +51,9 @@ def test_remat_changes_memory_not_numbers(tmp_path, x):
   grads, temp = {}, {}
   for r, m in models.items():
     loss = lambda q, m=m: jnp.mean((m.at_depth(q, x, 3) - x) ** 2)
-    fn = jax.jit(jax.value_and_grad(loss))
+    fn = jax.jit(jax.value_and_grad(loss)).lower(p).compile()  # compiled once, run and measured
     grads[r] = fn(p)
-    temp[r] = fn.lower(p).compile().memory_analysis().temp_size_in_bytes
+    temp[r] = fn.memory_analysis().temp_size_in_bytes
   chex.assert_trees_all_close(grads[False], grads[True], atol=1e-6)
   assert temp[True] < temp[False], temp
 
@@ -71,7 +72,8 @@ def test_iterate_scan_equals_python_loop(tmp_path, x):
 
 def _rcae_count(tmp_path, *ov):
   config = tiny_config(tmp_path, 'data.resolution=64', *ov)
-  return layers.count_params(model_lib.from_config(config).init('rcae', jax.random.PRNGKey(0)))
+  model = model_lib.from_config(config)  # shapes suffice: traced, not compiled
+  return layers.count_params(jax.eval_shape(lambda k: model.init('rcae', k), jax.random.PRNGKey(0)))
 
 
 def test_shared_params_independent_of_depth_unshared_grow(tmp_path):
@@ -123,7 +125,7 @@ def test_reflect_padding_has_no_border_response(tmp_path):
     config = tiny_config(tmp_path, f'model.padding={padding}', 'score.sigma=0.0',
                          'model.groups=0', 'model.depth=2')
     params = model_lib.init_all(config, jax.random.PRNGKey(0))
-    out = inference.make_inference(config, with_sequences=True)(params, x)
+    out = jax.jit(inference.make_inference(config, with_sequences=True))(params, x)
     flat[padding] = [float(jnp.ptp(out['recon'], axis=(2, 3)).max()),  # over (h, w)
                      float(jnp.ptp(out['map'], axis=(1, 2)).max())]
     flat[padding + '_tree'] = jax.tree.structure(params)
@@ -168,7 +170,7 @@ def test_fae_unet_shapes_and_one_stage(tmp_path, x):
                        'model.padding=reflect', 'score.smoothing=mean', 'score.image=sum')
   assert model_lib.stage_nets(config) == {1: 'fae'}
   params = model_lib.init_all(config, jax.random.PRNGKey(0))
-  out = inference.make_inference(config, with_sequences=True)(params, x)
+  out = jax.jit(inference.make_inference(config, with_sequences=True))(params, x)
   chex.assert_shape(out['recon'], (1, 2, 16, 16, 3))
   chex.assert_shape(out['map'], (2, 16, 16))
   assert np.all((out['recon'] >= 0) & (out['recon'] <= 1))
@@ -188,9 +190,10 @@ def test_crd_without_the_image_sees_only_the_sequence_and_its_difference(tmp_pat
   count = {}
   for image in (True, False):
     net = crd.CRD(features=4, diff=True, image=image, arch='small')
-    params = net.init(jax.random.PRNGKey(1), enhanced, x)
+    params = jax.jit(net.init)(jax.random.PRNGKey(1), enhanced, x)
     count[image] = sum(np.size(a) for a in jax.tree.leaves(params))
-    a, b = net.apply(params, enhanced, x), net.apply(params, enhanced, mirrored)
+    apply = jax.jit(net.apply)
+    a, b = apply(params, enhanced, x), apply(params, enhanced, mirrored)
     if image:
       assert float(jnp.abs(a - b).max()) > 1e-3
     else:

@@ -24,6 +24,9 @@ SCORE_CHOICES = {
 }
 
 
+PLANT_CHUNK = 8
+
+
 @functools.lru_cache(maxsize=8)
 def _planter(shapes, fillers):
   """The jitted planting of one batch's pseudo-anomalies (one program per families, traced
@@ -50,7 +53,7 @@ def validation_batches(config, val_images, seed=0, families=(), valid=None):
   """
   res, ch = sizes.image_size(config), config.data.channels
   n = len(val_images)
-  bs = min(config.eval_batch_size, n)  # every batch padded to bs: one program
+  bs = min(config.eval_batch_size, n)
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
     x = np.asarray(val_images[idx])
@@ -59,16 +62,24 @@ def validation_batches(config, val_images, seed=0, families=(), valid=None):
   keys = jax.random.split(jax.random.PRNGKey(seed), n)
   shapes = tuple(f for f in families if f in anomalies.SHAPES) or tuple(anomalies.SHAPES)
   fillers = tuple(f for f in families if f in anomalies.FILLERS) or tuple(anomalies.FILLERS)
-  fn = _planter(shapes, fillers)
+  fn, keys = _planter(shapes, fillers), np.asarray(keys)
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
-    pad = np.r_[idx, np.full(bs - len(idx), idx[-1])]
-    x = np.asarray(val_images[pad])
-    bad, mask = fn(keys[pad], x.astype(np.float32),
-                   np.asarray(val_images[pad - 1]).astype(np.float32), textures)
+    x = np.asarray(val_images[idx])
+    bad, mask = [], []
+    # planted PLANT_CHUNK at a time, the last chunk padded: one program per image size,
+    # whatever the batch size or the number of held-out images (its compilation, every
+    # shape and filler at once, is the costliest of a validation)
+    for c in range(0, len(idx), PLANT_CHUNK):
+      part = idx[c:c + PLANT_CHUNK]
+      pad = np.r_[part, np.full(PLANT_CHUNK - len(part), part[-1])]
+      b, m = fn(keys[pad], np.asarray(val_images[pad]).astype(np.float32),
+                np.asarray(val_images[pad - 1]).astype(np.float32), textures)
+      bad.append(np.asarray(b[:len(part)]))
+      mask.append(np.asarray(m[:len(part)]))
     k = len(idx)
-    bad = np.round(np.asarray(bad[:k]) * 255.0).astype(np.uint8)
-    mask = np.asarray(mask[:k])[..., 0] > 0.5
+    bad = np.round(np.concatenate(bad) * 255.0).astype(np.uint8)
+    mask = np.concatenate(mask)[..., 0] > 0.5
     if valid is not None:
       inside = np.asarray(valid[idx], bool)
       bad, mask = np.where(inside[..., None], bad, x[:k]), mask & inside

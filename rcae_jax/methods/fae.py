@@ -5,6 +5,7 @@ import dataclasses
 
 import chex
 import jax
+import numpy as np
 
 from rcae_jax import anomalies, discrepancy, losses, methods, sizes
 from rcae_jax.models import fae
@@ -22,7 +23,7 @@ class Model:
   def init(self, net, rng):
     assert net == 'fae', net
     if net not in self._inits:
-      x = jax.numpy.zeros((1,) + self.image_shape, jax.numpy.float32)
+      x = np.zeros((1,) + self.image_shape, np.float32)  # host: see rcae.Model.init
       self._inits[net] = jax.jit(lambda k: self.unet.init(k, x))
     return self._inits[net](rng)
 

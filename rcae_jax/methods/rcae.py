@@ -36,8 +36,10 @@ class Model:
     """Initial params of one network ('rcae' | 'dpn' | 'crd'), jitted: only that network's
     initialiser runs, compiled once per model."""
     if net not in self._inits:
-      x = jnp.zeros((1,) + self.image_shape, jnp.float32)
-      seq = jnp.zeros((len(self.crd_steps),) + x.shape, jnp.float32)
+      # host constants: created under a trace (jax.eval_shape of a stage's state) jnp arrays
+      # would be that trace's tracers, kept in the cached closure
+      x = np.zeros((1,) + self.image_shape, np.float32)
+      seq = np.zeros((len(self.crd_steps),) + x.shape, np.float32)
       init_method = rcae.RECURSIONS[self.rcae.recursion].init_method
       self._inits[net] = jax.jit({
           'rcae': lambda k: self.rcae.init(k, x, method=init_method),
