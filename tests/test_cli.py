@@ -118,7 +118,7 @@ def test_a_failed_start_does_not_lock_the_workdir(tmp_path, capsys):
   (wd / 'config.json').write_text('{"data": {"name": "mvtec"}}')
   assert cli.main(['train', '--config', tiny, '--workdir', str(wd), '--set',
                    'data.resolution=16', 'model.depth=2', f'data.cache_dir={tmp_path / "c"}',
-                   'stages=(1,)',
+                   'stages=(1,)', 'depth_sampling=max',
                    'stage1.steps=2', 'data.val_fraction=0.5']) == 0
   assert 'starting afresh' in capsys.readouterr().out
   assert '"builtin"' in (wd / 'config.json').read_text()
