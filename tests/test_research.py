@@ -243,3 +243,22 @@ def test_a_table_row_with_more_cells_than_its_header_is_refused():
   assert tables.markdown(['a', 'b'], [['x', 1.0]]).splitlines()[-1] == '| x | 1.0 |'
   with pytest.raises(ValueError, match="header's 2 cells"):
     tables.markdown(['a', 'b'], [['x', 1.0, 2.0]])
+
+
+def test_score_fusion_known_answers_and_the_runs_own_validation(trained_run):
+  """fuse/scale by hand; on the shared run, the two maps alone give validation.json's own
+  detector and reconstruction-error metrics (the same set, the same scoring)."""
+  from experiments import score_fusion  # pylint: disable=g-import-not-at-top
+  a, b = np.array([[[1.0, 3.0]]]), np.array([[[10.0, 0.0]]])
+  np.testing.assert_allclose(score_fusion.fuse(a, b, 2.0, 10.0, 0.5), [[[0.75, 0.75]]])
+  np.testing.assert_allclose(score_fusion.fuse(a, b, 4.0, 1.0, 0.0), a / 4)
+  raw = np.arange(32, dtype=np.float32).reshape(2, 4, 4)
+  assert score_fusion.scale(None, raw, 'p99_pixel') == np.percentile(raw, 99)
+  out = score_fusion.study(trained_run, weights=(0.5,))
+  val = json.loads((trained_run / 'validation.json').read_text())
+  crd, rec = out['rows']['CRD alone (the run)'], out['rows'][f'{out["recon_source"]} error alone']
+  assert crd['image_auroc'] == pytest.approx(val['metrics']['image_auroc'], abs=1e-6)
+  assert rec['image_auroc'] == pytest.approx(val['suppression']['recon_image_auroc'], abs=1e-6)
+  assert crd['aupro'] == pytest.approx(val['metrics']['aupro'], abs=0.5)
+  assert len(out['rows']) == 2 + len(score_fusion.SCALES)
+  assert (trained_run / 'score_fusion.md').read_text().count('\n') == 2 + len(out['rows'])
