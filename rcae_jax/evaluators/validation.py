@@ -65,21 +65,24 @@ def validation_batches(config, val_images, seed=0, families=(), valid=None):
   fn, keys = _planter(shapes, fillers), np.asarray(keys)
   for start in range(0, n, bs):
     idx = np.arange(start, min(n, start + bs))
-    x = np.asarray(val_images[idx])
-    bad, mask = [], []
+    clean, planted = [], []
     # planted PLANT_CHUNK at a time, the last chunk padded: one program per image size,
     # whatever the batch size or the number of held-out images (its compilation, every
-    # shape and filler at once, is the costliest of a validation)
+    # shape and filler at once, is the costliest of a validation); every chunk is
+    # dispatched before any is fetched
     for c in range(0, len(idx), PLANT_CHUNK):
       part = idx[c:c + PLANT_CHUNK]
       pad = np.r_[part, np.full(PLANT_CHUNK - len(part), part[-1])]
-      b, m = fn(keys[pad], np.asarray(val_images[pad]).astype(np.float32),
-                np.asarray(val_images[pad - 1]).astype(np.float32), textures)
-      bad.append(np.asarray(b[:len(part)]))
-      mask.append(np.asarray(m[:len(part)]))
+      imgs = np.asarray(val_images[pad])
+      clean.append(imgs[:len(part)])
+      planted.append(fn(keys[pad], imgs.astype(np.float32),
+                        np.asarray(val_images[pad - 1]).astype(np.float32), textures))
     k = len(idx)
-    bad = np.round(np.concatenate(bad) * 255.0).astype(np.uint8)
-    mask = np.concatenate(mask)[..., 0] > 0.5
+    x = np.concatenate(clean)
+    bad = np.concatenate([np.asarray(b[:len(cl)]) for cl, (b, _) in zip(clean, planted)])
+    mask = np.concatenate([np.asarray(m[:len(cl)]) for cl, (_, m) in zip(clean, planted)])
+    bad = np.round(bad * 255.0).astype(np.uint8)
+    mask = mask[..., 0] > 0.5
     if valid is not None:
       inside = np.asarray(valid[idx], bool)
       bad, mask = np.where(inside[..., None], bad, x[:k]), mask & inside
