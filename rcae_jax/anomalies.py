@@ -282,15 +282,19 @@ def _partners(images):
   return images.reshape((b // 2, 2) + images.shape[1:])[:, ::-1].reshape(images.shape)
 
 
-def one_at_a_time(config, shape=None):
+def one_at_a_time(config, shape=None, backend=None):
   """anomaly.batching: 'map' draws the examples one after another (lax.map), so only each
   example's own shape and filler are computed: under vmap `lax.switch` becomes a select
   over every branch, for every example (the curve alone is 16 full-size distance maps).
-  'vmap' is faster at small sizes; 'auto' maps examples of 512² pixels and more (`shape`:
-  the examples' (h, w); the image size when not given)."""
+  'auto' maps on a CPU backend at every size and elsewhere from 512² pixels up (`shape`:
+  the examples' (h, w); the image size when not given). On a CPU the vmapped drawing is
+  also the slower one inside a training step, as XLA:CPU fuses it, every branch, into
+  each fusion that reads the drawn image and recomputes it there (a `mtd.py:cpu` stage-3
+  step 0.86x, docs/benchmarks.md); on a GPU vmap may be the faster at small sizes."""
   b = config.anomaly.get('batching', 'auto')
   h, w = shape or sizes.image_size(config)
-  return b == 'map' or (b == 'auto' and h * w >= 512 * 512)
+  backend = backend or jax.default_backend()
+  return b == 'map' or (b == 'auto' and (backend == 'cpu' or h * w >= 512 * 512))
 
 
 def synthesize_batch(key, images, indices, textures, config, group='crd_anomaly'):

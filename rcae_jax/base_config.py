@@ -141,7 +141,8 @@ def get_config():
   c.anomaly.procedural = 0       # procedural textures added to the 16 real ones
   c.anomaly.batching = 'auto'    # map: one example at a time, only its drawn shape/filler is
                                  # computed (memory at 1024²) | vmap: every branch for every
-                                 # example (faster when small) | auto: map from 512² up
+                                 # example (faster when small, on a GPU) | auto: map on
+                                 # a CPU, elsewhere from 512² up
   c.crd_anomaly = ml_collections.ConfigDict(dict(
       p_clean=0.2, shapes=('patch', 'blob', 'line', 'curve', 'perlin', 'crack', 'fae'),
       fillers=('color', 'copy', 'other', 'texture', 'noise', 'intensity'), min_opacity=0.3,

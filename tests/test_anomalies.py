@@ -76,8 +76,11 @@ def test_drawing_one_at_a_time_gives_the_same_examples_in_less_memory(tmp_path):
   for a, b in zip(out['vmap'], out['map']):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   assert temp['map'] < temp['vmap'] / 3, temp
-  assert not anomalies.one_at_a_time(tiny_config(tmp_path, 'data.resolution=256'))
-  assert anomalies.one_at_a_time(tiny_config(tmp_path, 'data.resolution=512'))
+  auto = lambda size, backend: anomalies.one_at_a_time(
+      tiny_config(tmp_path, f'data.resolution={size}'), backend=backend)
+  assert not auto(256, 'gpu') and auto(512, 'gpu') and auto(16, 'cpu')
+  assert not anomalies.one_at_a_time(tiny_config(tmp_path, 'anomaly.batching=vmap'),
+                                     backend='cpu')
 
 
 def test_perlin_noise_vanishes_on_its_lattice():

@@ -42,8 +42,10 @@ def test_batched_depth_sequence_equals_each_depth(tmp_path, x):
     np.testing.assert_allclose(seq[n - 1], at_depth(p, x, n), atol=1e-5)
 
 
-def test_remat_changes_memory_not_numbers(tmp_path, x):
-  """model.remat: the same parameter tree, outputs and gradients; a smaller backward."""
+def test_remat_changes_memory_not_numbers(tmp_path):
+  """model.remat: the same parameter tree, outputs and gradients; a smaller backward (at
+  32²: at 16² the two programs' temporaries are within a few hundred bytes)."""
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3))
   models = {r: model_lib.from_config(tiny_config(tmp_path, f'model.remat={r}'))
             for r in (False, True)}
   p = models[False].init('rcae', jax.random.PRNGKey(0))
@@ -267,3 +269,28 @@ def test_reflect_conv_equals_flax_reflect(kernel, strides, dilation):
   np.testing.assert_allclose(Ours().apply(ours, x), ref.apply(p, x), atol=1e-5)
   g = jax.grad(lambda x: Ours().apply(ours, x).sum())(x)
   np.testing.assert_allclose(g, jax.grad(lambda x: ref.apply(p, x).sum())(x), atol=1e-4)
+
+
+@pytest.mark.parametrize('shape,groups,dtype', [((3, 8, 8, 16), 4, jnp.float32),
+                                                ((2, 3, 8, 8, 8), 8, jnp.float32),
+                                                ((2, 8, 8, 16), 8, jnp.bfloat16)])
+def test_group_norm_equals_flax(shape, groups, dtype):
+  """layers.GroupNorm: nn.GroupNorm's function and parameter tree, values and gradients."""
+  x = (3 * jax.random.normal(jax.random.PRNGKey(0), shape) + 2).astype(dtype)
+  ref = nn.GroupNorm(num_groups=groups, dtype=dtype)
+  ours = layers.GroupNorm(num_groups=groups, dtype=dtype)
+  p = ref.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+      jnp.shape, p)
+  p = jax.tree.map(lambda a: a + jax.random.normal(jax.random.PRNGKey(2), a.shape), p)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  got, want = ours.apply(p, x), ref.apply(p, x)
+  assert got.dtype == want.dtype == dtype
+  np.testing.assert_allclose(np.float32(got), np.float32(want), atol=tol, rtol=tol)
+  w = jax.random.normal(jax.random.PRNGKey(3), shape)
+  loss = lambda m: lambda p, x: (m.apply(p, x).astype(jnp.float32) * w).sum()
+  for g, h in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(p, x)),
+                  jax.tree.leaves(jax.grad(loss(ref), argnums=(0, 1))(p, x))):
+    np.testing.assert_allclose(np.float32(g), np.float32(h), atol=10 * tol, rtol=10 * tol)
+  with pytest.raises(ValueError, match='16 channels do not split into 3 groups'):
+    layers.GroupNorm(num_groups=3).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 16)))
