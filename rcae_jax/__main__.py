@@ -79,6 +79,9 @@ def _parser():
                       'run (0: skip)')
   p.add_argument('--peak-copy-mib', type=int, default=256,
                  help='CPU: MiB copied to measure the memory bandwidth')
+  p.add_argument('--profile', type=int, default=0, metavar='N',
+                 help='also trace each timed program with jax.profiler and report its N '
+                      'costliest operations and layers, each tied to the model code (0: off)')
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE')
   p.add_argument('--out', required=True)
   p = sub.add_parser('sweep', help='run a preset of ablation variants and tabulate them')

@@ -3,6 +3,7 @@
 Every step is the code training and evaluation run: the programs of `training.train_step`,
 and `inference.compiled` (the one inference path, over the same mesh).
 """
+import functools
 import hashlib
 import itertools
 import statistics
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, methods, parallel, runinfo, sizes, training
+from rcae_jax import files, inference, methods, op_profile, parallel, runinfo, sizes, training
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches
 from rcae_jax.models import layers
@@ -123,7 +124,7 @@ def _images(config, n, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
-def bench_train(stage, config, mesh, iters):
+def bench_train(stage, config, mesh, iters, profile=0):
   # a schedule's length changes the learning rate, not the program: any length times it
   step = training.train_step(stage, config, mesh,
                              training.num_steps(config, stage, config.batch_size))
@@ -139,13 +140,15 @@ def bench_train(stage, config, mesh, iters):
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   if iters is None:  # compile only
-    return compile_s, [], (lowered, compiled), None, layers.count_params(params[step.net])
+    return compile_s, [], (lowered, compiled), None, layers.count_params(params[step.net]), None
   times, (state, metrics) = _time(compiled, (state, frozen, batch), iters, carry_state=True)
+  prof = (op_profile.profile(compiled, (state, frozen, batch), iters, True, profile)
+          if profile else None)
   return compile_s, times, (lowered, compiled), _hash(metrics), layers.count_params(
-      params[step.net])
+      params[step.net]), prof
 
 
-def bench_infer(config, mesh, iters):
+def bench_infer(config, mesh, iters, profile=0):
   params = model_lib.init_all(config, jax.random.PRNGKey(config.seed))
   params = parallel.replicate(params, mesh)
   x = parallel.shard_batch(_images(config, config.batch_size), mesh)
@@ -154,9 +157,11 @@ def bench_infer(config, mesh, iters):
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   if iters is None:  # compile only
-    return compile_s, [], (lowered, compiled), None, layers.count_params(params)
+    return compile_s, [], (lowered, compiled), None, layers.count_params(params), None
   times, out = _time(compiled, (params, x), iters, carry_state=False)
-  return compile_s, times, (lowered, compiled), _hash(out['score']), layers.count_params(params)
+  prof = op_profile.profile(compiled, (params, x), iters, False, profile) if profile else None
+  return compile_s, times, (lowered, compiled), _hash(out['score']), layers.count_params(
+      params), prof
 
 
 def bench_input(config, mesh, iters):
@@ -184,7 +189,7 @@ def _n_tiles(config):
   return len(inference.tile_starts(h, th, o)) * len(inference.tile_starts(w, tw, o))
 
 
-def run_one(name, config, mesh, iters, peak, measured=None):
+def run_one(name, config, mesh, iters, peak, measured=None, profile=0):
   row = {'name': name, 'size': list(sizes.image_size(config)), 'batch': config.batch_size,
          'method': config_lib.method(config), 'recursion': config.model.recursion,
          'depth': getattr(model_lib.from_config(config), 'depth', None),
@@ -196,9 +201,11 @@ def run_one(name, config, mesh, iters, peak, measured=None):
     row.update(compile_s=0.0, flops=0.0, output_hash=None, params=0,
                wait_s_unprefetched=unprefetched)
   else:
-    fn = bench_infer if name == 'infer' else (
-        lambda c, m, i: bench_train(int(name[5:]), c, m, i))
-    compile_s, times, (lowered, compiled), out_hash, n_params = fn(config, mesh, iters)
+    fn = bench_infer if name == 'infer' else functools.partial(bench_train, int(name[5:]))
+    compile_s, times, (lowered, compiled), out_hash, n_params, prof = fn(config, mesh, iters,
+                                                                         profile=profile)
+    if prof:
+      row['profile'] = prof
     flops, source, nbytes = _cost((lowered, compiled))
     n_tiles = _n_tiles(config) if name == 'infer' else 1
     if n_tiles > 1:  # XLA counts a scan's body once: the tiles' program runs n_tiles times
@@ -284,7 +291,7 @@ def main(args):
         parallel.local_batch_size(config.batch_size, mesh)
         for name in what:
           row = run_one(name, config, mesh, None if args.compile_only else args.iters, peak,
-                        measured)
+                        measured, 0 if args.compile_only else args.profile)
           rows.append(row)
           tile = f' tiles {sizes.name(config.infer.tile)}' if config.infer.tile else ''
           if args.compile_only:
@@ -300,6 +307,9 @@ def main(args):
                    f"{row['bandwidth_fraction_measured'] * 100:.1f}% of the copy bandwidth"
                    if row.get('peak_fraction_measured') and
                    row.get('bandwidth_fraction_measured') else ''), flush=True)
+          if row.get('profile'):
+            print(op_profile.format_profile(row['profile'], row['step_s_median'] * 1e3),
+                  flush=True)
   env = runinfo.environment(parallel.make_mesh())
   env.update(device_kind=kind, peak_flops_per_device=peak, measured_peak=measured,
              config=base.to_dict(),

@@ -21,7 +21,8 @@ def test_bench_json_fields_and_reproducible_hash(tmp_path):
   # with a decaying learning rate (mtd.py:cpu decays stage 3's; bench once refused such a
   # config): the step is timed like any other
   cosine = ('--set', 'stage1.schedule=cosine')
-  a = _bench(tmp_path, tmp_path / 'a.json', '--what', 'train1,infer,input', *cosine)
+  a = _bench(tmp_path, tmp_path / 'a.json', '--what', 'train1,infer,input', '--profile', '4',
+             *cosine)
   assert {'jax', 'flax'} <= set(a['env']['packages']) and a['env']['device_count'] == 4
   assert a['env']['config']['model']['depth'] == 3
   for row in a['steps']:
@@ -38,6 +39,15 @@ def test_bench_json_fields_and_reproducible_hash(tmp_path):
     assert row['peak_fraction_measured'] == row['flops_per_s'] / peak['float32_flops_per_s']
     assert row['bytes_accessed'] > 0 and row['bandwidth_fraction_measured'] > 0
   assert a['env']['config']['stage1']['schedule'] == 'cosine'
+  # --profile: XLA's trace of the timed program, each operation tied to the model's code
+  for name, module in (('train1', 'RcAE'), ('infer', 'CRD')):
+    prof = by[name]['profile']
+    assert prof['calls'] == 2 and 1 <= len(prof['ops']) <= 4 and len(prof['layers']) <= 4
+    ms = [op['ms'] for op in prof['ops']]
+    assert ms == sorted(ms, reverse=True) and 0 < sum(ms) <= prof['ops_ms'] + 1e-9
+    assert all(op['opcode'] not in ('while', 'call', 'conditional') for op in prof['ops'])
+    sources = ' '.join(op['source'] for op in prof['ops'])
+    assert module in ' '.join(r['layer'] for r in prof['layers']) + sources, prof
   b = _bench(tmp_path, tmp_path / 'b.json', '--what', 'train1,infer',
              '--dtype', 'float32', 'bfloat16', *cosine)
   assert [r['dtype'] for r in b['steps']] == ['float32'] * 2 + ['bfloat16'] * 2
@@ -80,3 +90,26 @@ def test_conv_paths_im2col_is_the_same_convolution():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   row = conv_paths.measure(16, 16, 3, 1, 8, 'float32', batch=2, iters=1)
   assert row['max_rel_diff'] < 1e-5 and row['gflop'] == 3 * 2 * 2 * 8 * 8 * 9 * 16 * 16 / 1e9
+
+
+def test_profile_ties_operations_to_their_source():
+  """op_profile.sources: each instruction's opcode, shape and the JAX op it came from, a
+  fusion without its own metadata taking its fused computation's root's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rcae_jax import op_profile  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(lambda x: jnp.tanh(x @ x.T) * 2.0)
+  table = op_profile.sources(fn.lower(jnp.ones((8, 8))).compile().as_text())
+  assert any(o == 'dot' or 'dot_general' in src for o, _, src in table.values()), table
+  assert any('tanh' in src for _, _, src in table.values()), table
+  text = ('ENTRY %main.1 (p: f32[4]) -> f32[4] {\n'
+          '  %p = f32[4]{0} parameter(0)\n'
+          '  ROOT %fusion = f32[4]{0} fusion(%p), kind=kLoop, calls=%fused_computation\n}\n'
+          '%fused_computation (param_0: f32[4]) -> f32[4] {\n'
+          '  %param_0 = f32[4]{0} parameter(0)\n'
+          '  ROOT %sine.1 = f32[4]{0} sine(%param_0), metadata={op_name="jit(f)/jvp(M)/L/sin"}\n'
+          '}\n')
+  table = op_profile.sources(text)
+  assert table['fusion'] == ('fusion', 'f32[4]{0}', 'jit(f)/jvp(M)/L/sin')
+  assert op_profile.layer_of('jit(f)/jvp(M)/L/sin') == 'jvp(M)/L'
+  assert op_profile.layer_of('') == '(no source)'
