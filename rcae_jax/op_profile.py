@@ -4,10 +4,13 @@ tied to the model code that emitted it (`bench --profile N`).
 `jax.profiler` records each operation (fusion, convolution, copy, ...) the runtime executes
 with its HLO name; the compiled module's text gives, for each, the JAX operation it came from
 (`op_name` metadata: the module path, e.g. `jvp(CRD)/ConvNormAct_3/Conv_0/...`; for a fusion
-that has none, its fused computation's root's, or else the first one named inside it). Summed per call, by operation and by layer
-(the path less its last primitive), this is a measured profile, where the bench's FLOP and
-byte counts are estimates: it found, e.g., that XLA:CPU recomputed the vmapped
-pseudo-anomaly drawing inside every fusion that read it (docs/benchmarks.md).
+that has none, its fused computation's root's, or else the first one named inside it;
+operations XLA creates itself, such as the weight gradients of convolutions, carry none
+and are summed as '(no source)').
+Summed per call, by operation and by layer (the path less its last primitive), this is a
+measured profile, where the bench's FLOP and byte counts are estimates: it found, e.g.,
+that XLA:CPU recomputed the vmapped pseudo-anomaly drawing inside every fusion that read it
+(docs/benchmarks.md).
 Loop and branch operations (`while`, `conditional`, `call`) contain the operations they run
 and are not counted twice. Operations on parallel threads overlap, so the sum can exceed the
 wall time of a call (and intra-op thread-pool work outside any operation is not in it).
