@@ -105,6 +105,9 @@ def _parser():
 
 def main(argv=None):
   args = _parser().parse_args(argv)
+  if args.cmd != 'bench':  # bench measures compilation: never from a cache
+    from rcae_jax import compile_cache  # pylint: disable=g-import-not-at-top
+    compile_cache.enable()
   # Imports after parsing: --help stays instant and errors come before JAX starts.
   from rcae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from rcae_jax import data as data_lib  # pylint: disable=g-import-not-at-top

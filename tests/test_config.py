@@ -159,3 +159,18 @@ def test_env_json_records_the_code(tmp_path):
                           text=True, check=True).stdout.strip()
     assert code['commit'] == head and isinstance(code['dirty'], bool)
     assert runinfo.describe(code).startswith(f'commit {head[:10]}')
+
+
+def test_compilation_cache_folder(tmp_path):
+  """compile_cache: on by default in a per-machine folder, RCAE_XLA_CACHE moves or stops it,
+  JAX's own setting is left alone."""
+  from rcae_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  env = {'XDG_CACHE_HOME': str(tmp_path)}
+  path = compile_cache.enable(env)
+  assert path == str(tmp_path / 'rcae_jax' / 'xla' / compile_cache.machine_tag())
+  assert env['JAX_COMPILATION_CACHE_DIR'] == path
+  assert env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] == '0'
+  assert compile_cache.enable(env) is None and env['JAX_COMPILATION_CACHE_DIR'] == path
+  assert compile_cache.cache_dir({'RCAE_XLA_CACHE': 'off'}) is None
+  assert compile_cache.cache_dir({'RCAE_XLA_CACHE': '/x/y'}) == '/x/y'
+  assert compile_cache.machine_tag().count('-') >= 1
