@@ -1,12 +1,12 @@
 """rcae_jax: recursive reconstruction (RcAE + DPN + CRD) for industrial anomaly detection in JAX.
 
 The Python API (`rcae_jax/api.py`): `load(workdir) -> Detector`, `train(config, data=...,
-workdir=...)`, `evaluate(workdir)`, `export(workdir, out)`. Imported on first use, so
+workdir=...)`, `evaluate(workdir)`, `validate(workdir, overrides=...)`, `export(workdir, out)`. Imported on first use, so
 `python -m rcae_jax --help` does not start JAX.
 """
 __version__ = '0.1.0'
 
-_API = ('load', 'train', 'evaluate', 'Detector', 'Prediction', 'InputError')
+_API = ('load', 'train', 'evaluate', 'validate', 'Detector', 'Prediction', 'InputError')
 
 
 def __getattr__(name):

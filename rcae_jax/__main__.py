@@ -41,6 +41,10 @@ def _parser():
   p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                  help='scoring, inference and data-location keys only (score.*, infer.*, '
                       'data.root, ...): e.g. infer.tile=256 infer.overlap=32')
+  p.add_argument('--validation-only', action='store_true',
+                 help='score only the validation set (held-out normals + planted '
+                      'pseudo-anomalies) under --set, never loading the test set: choose '
+                      'tiles or a score there before reading the test')
   _add_data(p)
   p = sub.add_parser('predict', help='anomaly maps + decisions for images or folders')
   p.add_argument('--workdir', required=True)
@@ -148,6 +152,13 @@ def _run(args):
   elif args.cmd == 'evaluate':
     from rcae_jax import api  # pylint: disable=g-import-not-at-top
     overrides = _data_overrides(args) + args.set
+    if args.validation_only:
+      m = api.validate(args.workdir, overrides=overrides)['metrics']
+      where = (f'{args.workdir}/{api.eval_name(overrides)}/validation.json' if overrides else
+               f'{args.workdir}/validation.json (written by train; --set scores it another way)')
+      print('validation: ' + ', '.join(f'{k} {v:.1f}' for k, v in m.items()
+                                        if isinstance(v, float)) + f'\nin {where}')
+      return 0
     api.evaluate(args.workdir, overrides=overrides)
     out = pathlib.Path(args.workdir) / api.eval_name(overrides)
     print((out / 'metrics.md').read_text())

@@ -19,7 +19,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from rcae_jax import checkpoints, inference, methods, parallel, sizes
+from rcae_jax import checkpoints, files, inference, methods, parallel, sizes
 from rcae_jax import config as config_lib
 from rcae_jax.data import common
 from rcae_jax.evaluators import threshold as threshold_lib
@@ -212,12 +212,8 @@ def eval_name(overrides=()):
   return 'eval_' + '_'.join(re.sub(r'[^A-Za-z0-9.=+,()-]', '', o) for o in changed)
 
 
-def evaluate(workdir, data=None, overrides=(), n_pictures=8):
-  """A finished run's test set through the ON_TEST evaluators (validation, test metrics,
-  pictures: eval/, or eval_<overrides>/ with scoring or inference overrides: `eval_name`);
-  -> that metrics.json's content. With another data= or overrides, the run's own
-  validation.json and calibration are left as they are."""
-  from rcae_jax import evaluators, lock  # pylint: disable=g-import-not-at-top
+def _scoring_overrides(data, overrides):
+  """data= and overrides as one list, refused when they would change what was trained."""
   overrides = config_lib.data_overrides(data, None) + list(overrides)
   trained = [o.partition('=')[0] for o in overrides
              if not methods.matches(o.partition('=')[0], methods.EVAL_KEYS + _WHERE_DATA)]
@@ -226,6 +222,35 @@ def evaluate(workdir, data=None, overrides=(), n_pictures=8):
         f'evaluate: {", ".join(trained)} would change what the networks were trained on; '
         f'only {", ".join(methods.EVAL_KEYS + _WHERE_DATA)} can be set here (a larger image '
         'than the training one: train with stageK.crop and data.size)')
+  return overrides
+
+
+def validate(workdir, data=None, overrides=()):
+  """A finished run's validation set (held-out normals and planted pseudo-anomalies) scored
+  under scoring or inference overrides, the test set never loaded: how to choose tiles or
+  a score before any test reading. -> validation.json's content, also written to
+  eval_<overrides>/validation.json; without overrides, the run's own validation.json."""
+  from rcae_jax import evaluators, lock  # pylint: disable=g-import-not-at-top
+  overrides = _scoring_overrides(data, overrides)
+  with lock.hold(workdir, 'evaluate', create=False):
+    ctx = evaluators.Context.of_run(workdir, overrides, need_test=False,
+                                    eval_name=eval_name(overrides))
+    result = evaluators.run(('validation',), ctx)['validation']
+    if result is None:
+      raise config_lib.ConfigError(f'{workdir}: the run held out no normal images '
+                                   '(data.val_fraction=0): there is no validation set')
+    if overrides and ctx.is_main:
+      files.write_json(ctx.eval_dir / 'validation.json', {**result, 'overrides': overrides})
+    return result
+
+
+def evaluate(workdir, data=None, overrides=(), n_pictures=8):
+  """A finished run's test set through the ON_TEST evaluators (validation, test metrics,
+  pictures: eval/, or eval_<overrides>/ with scoring or inference overrides: `eval_name`);
+  -> that metrics.json's content. With another data= or overrides, the run's own
+  validation.json and calibration are left as they are."""
+  from rcae_jax import evaluators, lock  # pylint: disable=g-import-not-at-top
+  overrides = _scoring_overrides(data, overrides)
   with lock.hold(workdir, 'evaluate', create=False):
     ctx = evaluators.Context.of_run(workdir, overrides, need_test=True,
                                     eval_name=eval_name(overrides), n_pictures=n_pictures)

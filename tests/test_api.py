@@ -244,3 +244,31 @@ def test_evaluate_on_other_data_leaves_the_run_files(evaluated_run, capsys):
   assert '| category |' in capsys.readouterr().out
   assert rcae_jax.evaluate(evaluated_run, data='builtin')['n_test'] > 0
   assert {f: (evaluated_run / f).read_bytes() for f in before} == before
+
+
+def test_validate_scores_another_way_without_the_test_set(evaluated_run, monkeypatch, capsys):
+  """`evaluate --validation-only --set score.image=topk`: the validation set under the
+  override, equal to what training's validation.json recorded for that choice
+  (`score_choices`, an independent pass), written to eval_<overrides>/validation.json; the
+  test set is never loaded, and the run's own files stay as they were."""
+  saved = json.loads((evaluated_run / 'validation.json').read_text())
+  before = {f: (evaluated_run / f).read_bytes() for f in ('calibration.json', 'validation.json')}
+  loads, load = [], data_lib.load
+  monkeypatch.setattr(data_lib, 'load', lambda c, need_test=False, **kw: (
+      loads.append(need_test), load(c, need_test=need_test, **kw))[1])
+  assert cli.main(['evaluate', '--workdir', str(evaluated_run), '--validation-only', '--set',
+                   'score.smoothing=gaussian', 'score.image=topk']) == 0
+  assert loads == [False]
+  out = capsys.readouterr().out
+  written = evaluated_run / 'eval_score.image=topk_score.smoothing=gaussian' / 'validation.json'
+  assert f'in {written}' in out and out.startswith('validation: ')
+  got = json.loads(written.read_text())
+  want = saved['score_choices']['gaussian, top-k mean']
+  for key in ('image_auroc', 'aupro', 'pixel_auroc', 'image_f1_max'):
+    np.testing.assert_allclose(got['metrics'][key], want[key], rtol=1e-9, err_msg=key)
+  assert got['overrides'] == ['score.smoothing=gaussian', 'score.image=topk']
+  assert rcae_jax.validate(evaluated_run)['metrics'] == saved['metrics']  # the run's own
+  assert {f: (evaluated_run / f).read_bytes() for f in before} == before
+  with pytest.raises(config_lib.ConfigError, match='stage3.steps would change what the '):
+    rcae_jax.validate(evaluated_run, overrides=['stage3.steps=2'])
+
