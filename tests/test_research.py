@@ -67,6 +67,9 @@ def test_the_chosen_rows_are_todays_config():
   for name in ('restoring', 'padding'):
     (_, _), (_, chosen) = sweep.expand(sweep.load_preset(name), cpu)
     assert sweep.config_lib.same_run(chosen, cpu), name
+  rows = dict(sweep.expand(sweep.load_preset('schedule'), cpu))
+  chosen = [v for name, v in rows.items() if '(chosen, default)' in name]
+  assert len(chosen) == 1 and sweep.config_lib.same_run(chosen[0], cpu)
 
 
 def test_dynamics_curves_and_files(trained_run):
