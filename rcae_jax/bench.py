@@ -104,8 +104,10 @@ def _peak_bytes(mesh):
   return max(s.get('peak_bytes_in_use', 0) for s in stats)
 
 
-def _time(fn, args, iters, carry_state):
-  """Median/min/max of `iters` calls after one warm-up; train steps feed their state back."""
+def _time(fn, args, iters, carry_state, profile=0):
+  """-> (the times of `iters` calls after one warm-up, the last output, the `op_profile` of
+  `iters` more calls with its `profile` costliest entries, or None for 0); train steps feed
+  their state back."""
   out = fn(*args)
   jax.block_until_ready(out)
   times = []
@@ -116,7 +118,11 @@ def _time(fn, args, iters, carry_state):
     out = fn(*args)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
-  return times, out
+  if not profile:
+    return times, out, None
+  if carry_state:  # the state passed in was donated: profile from the last one
+    args = (out[0],) + tuple(args[1:])
+  return times, out, op_profile.profile(fn, args, iters, carry_state, profile)
 
 
 def _images(config, n, seed=0):
@@ -141,9 +147,7 @@ def bench_train(stage, config, mesh, iters, profile=0):
   compile_s = time.perf_counter() - t0
   if iters is None:  # compile only
     return compile_s, [], (lowered, compiled), None, layers.count_params(params[step.net]), None
-  times, (state, metrics) = _time(compiled, (state, frozen, batch), iters, carry_state=True)
-  prof = (op_profile.profile(compiled, (state, frozen, batch), iters, True, profile)
-          if profile else None)
+  times, (_, metrics), prof = _time(compiled, (state, frozen, batch), iters, True, profile)
   return compile_s, times, (lowered, compiled), _hash(metrics), layers.count_params(
       params[step.net]), prof
 
@@ -158,8 +162,7 @@ def bench_infer(config, mesh, iters, profile=0):
   compile_s = time.perf_counter() - t0
   if iters is None:  # compile only
     return compile_s, [], (lowered, compiled), None, layers.count_params(params), None
-  times, out = _time(compiled, (params, x), iters, carry_state=False)
-  prof = op_profile.profile(compiled, (params, x), iters, False, profile) if profile else None
+  times, out, prof = _time(compiled, (params, x), iters, False, profile)
   return compile_s, times, (lowered, compiled), _hash(out['score']), layers.count_params(
       params), prof
 
