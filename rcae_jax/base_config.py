@@ -165,7 +165,10 @@ def get_config():
   # Inference on whole images at data.size (tile = ()), or on (h, w) tiles overlapping by
   # `overlap` pixels, the raw maps blended with weights falling to the tile edges: memory of
   # one tile batch at any image size (rcae_jax/inference.py)
-  c.infer = ml_collections.ConfigDict(dict(tile=(), overlap=32))
+  # flips: '' | h | v | hv, the raw map averaged over the image and its left-right /
+  # top-bottom / (hv) all three flips, each flipped back (test-time augmentation: 2x or 4x
+  # the inference cost)
+  c.infer = ml_collections.ConfigDict(dict(tile=(), overlap=32, flips=''))
 
   c.log_every = 50
   c.log = ml_collections.ConfigDict()

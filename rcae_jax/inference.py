@@ -127,6 +127,22 @@ def tiled(fn, x, tile, overlap):
   return jax.tree.map(lambda a: a / jnp.asarray(total)[:, :, None].astype(a.dtype), acc)
 
 
+FLIPS = {'': (), 'h': ((2,),), 'v': ((1,),), 'hv': ((2,), (1,), (1, 2))}
+
+
+def flip_averaged(fn, x, flips, with_sequences):
+  """fn(x, with_sequences) -> (raw (B, H, W, 1), extra); with infer.flips ('h', 'v', 'hv')
+  the raw map is the mean over x and its left-right / top-bottom / both flips, each map
+  flipped back (the sequences are x's own). The flipped copies run as one batch."""
+  raw, extra = fn(x, with_sequences)
+  if not FLIPS[flips]:
+    return raw, extra
+  copies = jnp.concatenate([jnp.flip(x, axes) for axes in FLIPS[flips]])
+  back = jnp.split(fn(copies, False)[0], len(FLIPS[flips]))
+  total = raw + sum(jnp.flip(r, axes) for r, axes in zip(back, FLIPS[flips]))
+  return total / (1 + len(FLIPS[flips])), extra
+
+
 def make_inference(config, with_sequences=False):
   """-> infer(params, images, valid=None), images float (B, H, W, C) in [0, 1] or uint8;
   valid bool (B, H, W): the pixels the image score is taken over (kept-aspect images: not
@@ -140,14 +156,16 @@ def make_inference(config, with_sequences=False):
   model = model_lib.from_config(config)
   source = config_lib.score_source(config)
   tile = sizes.as_pair(config.infer.tile) if config.infer.get('tile') else None
+  flips = config.infer.get('flips', '')
 
   def infer(params, images, valid=None):
     chex.assert_rank(images, 4)
     if valid is not None:
       chex.assert_shape(valid, images.shape[:3])
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
-    fn = lambda part: crossfit.raw_map(model, params, part, source, with_sequences is True,
-                                       config)
+    fn = lambda part: flip_averaged(
+        lambda y, seqs: crossfit.raw_map(model, params, y, source, seqs, config),
+        part, flips, with_sequences is True)
     if tile and (tile[0] < x.shape[1] or tile[1] < x.shape[2]):
       raw, out = tiled(fn, x, tile, config.infer.overlap)
     else:

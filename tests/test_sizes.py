@@ -47,6 +47,7 @@ def test_sizes_are_pairs_and_the_old_name_still_loads(tmp_path):
     ('stage1.crop=12', r'stage1.crop=\(12, 12\) .*height 12 is not a multiple of 8'),
     ('infer.tile=16', r'infer.overlap=32 must be smaller than infer.tile=\(16, 16\)'),
     ('data.resize=fit', r"data.resize='fit' must be one of \('stretch', 'keep'\)"),
+    ('infer.flips=x', r"infer.flips='x' must be one of '', 'h', 'v', 'hv'"),
 ])
 def test_bad_sizes_refused_with_the_nearest_valid(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -140,6 +141,26 @@ def test_tiled_inference_equals_whole_image_inference_when_a_tile_is_the_image(t
   assert np.isfinite(tiles['map']).all()
   rel = np.abs(tiles['map'] - whole['map']).max() / np.abs(whole['map']).max()
   assert 0 < rel < 1
+
+
+def test_flipped_inference_averages_the_maps_of_the_flipped_images(tmp_path):
+  """infer.flips: the raw map is the mean of the image's and its flips' maps, each flipped
+  back (computed here by separate unflipped calls); smoothing and the score follow it; the
+  sequences stay the image's own."""
+  config = tiny_config(tmp_path, 'data.size=(32, 64)', 'model.depth=2')
+  params = model_lib.init_all(config, jax.random.PRNGKey(0))
+  x = np.random.default_rng(2).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+  run = lambda c, img: jax.jit(inference.make_inference(c, with_sequences=True))(params, img)
+  plain = {axes: run(config, np.flip(x, axes)) for axes in ((), (2,), (1,), (1, 2))}
+  unflip = {axes: np.flip(np.asarray(o['raw']), axes) for axes, o in plain.items()}
+  for flips, axes in (('h', ((), (2,))), ('hv', ((), (2,), (1,), (1, 2)))):
+    got = run(config_lib.apply_overrides(config, [f'infer.flips={flips}']), x)
+    want = sum(unflip[a] for a in axes) / len(axes)
+    np.testing.assert_allclose(got['raw'], want, rtol=1e-5, atol=1e-6)
+    again = inference.rescore(config, np.asarray(got['raw']))
+    np.testing.assert_allclose(got['score'], again['score'], rtol=1e-5)
+    np.testing.assert_array_equal(got['recon'], plain[()]['recon'])
+  assert np.abs(want - unflip[()]).max() > 1e-3  # the flips change the map
 
 
 def test_a_non_square_run_trains_on_crops_and_predicts_at_full_size(tmp_path):
