@@ -73,6 +73,18 @@ def test_fae_config_takes_the_named_configs_data_and_budget():
   assert (c.stage1.restore, c.stage1.noise > 0, c.stage1.region_weight) == (True, True, 1.0)
 
 
+def test_mvtec_config_is_the_mtd_recipe_in_colour():
+  """mvtec.py changes only what the data is, at both scales: every choice stays MTD's."""
+  for arg in ('', 'cpu'):
+    mtd = json.loads(config_lib.to_json(config_lib.load_config(f'mtd:{arg}' if arg else 'mtd')))
+    mvtec = json.loads(config_lib.to_json(
+        config_lib.load_config(f'mvtec:{arg}' if arg else 'mvtec')))
+    assert (mvtec['data']['name'], mvtec['data']['channels']) == ('mvtec', 3)
+    for key in ('name', 'channels'):
+      del mtd['data'][key], mvtec['data'][key]
+    assert mvtec == mtd
+
+
 def test_missing_config_file():
   with pytest.raises(ConfigError, match='does not exist'):
     config_lib.load_config('nope/missing.py')
