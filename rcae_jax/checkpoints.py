@@ -1,4 +1,5 @@
 """Orbax state: each stage's training checkpoints, and the model bundle of a finished run."""
+import logging
 import pathlib
 
 import grain.checkpoint as grain_ckpt
@@ -7,6 +8,17 @@ import orbax.checkpoint as ocp
 
 from rcae_jax import config as config_lib
 from rcae_jax import faults, files, parallel
+
+# One replica writes each replicated array whole. Orbax's default on CPU splits the write
+# over the replicas, slicing every array once per device: a program per array shape and
+# device (56 in the tiny cross-fitted run), compiled at each process's first save, for a
+# state of megabytes.
+_absl = logging.getLogger('absl')
+_level = _absl.level
+_absl.setLevel(logging.ERROR)  # without the warning that a handler is overridden
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+_absl.setLevel(_level)
 
 
 def manager(path):

@@ -135,11 +135,14 @@ class Subset:
     return out if dtype is None else out.astype(dtype)
 
 
+# jitted (here and in `select`): one program for all leaves, not one per leaf shape
+@jax.jit
 def stack(per_fold):
   """[{net: params}] of the K folds -> {net: params with a leading fold axis}."""
   return jax.tree.map(lambda *a: jnp.stack(a), *per_fold)
 
 
+@jax.jit
 def select(stacked, fold):
   """The params of one fold (a traced scalar is fine) from `stack`'s output."""
   return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, fold, keepdims=False),

@@ -79,7 +79,8 @@ class TrainStep:
     state, step 0 and the stage's RNG key."""
     c = self.config
     params = model_lib.init_for_stage(c, self.stage)
-    return {'params': params, 'opt_state': self.tx.init(params), 'step': jnp.int32(0),
+    # jitted: one program for the optimizer state instead of one small one per leaf shape
+    return {'params': params, 'opt_state': jax.jit(self.tx.init)(params), 'step': jnp.int32(0),
             'rng': jax.random.PRNGKey(c.seed + 1000 * self.stage)}
 
   def _update(self, state, frozen, batch, objective):

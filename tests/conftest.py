@@ -17,11 +17,10 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            f' {FAST_COMPILE} --xla_force_host_platform_device_count=4').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # made here in the first process (pytest-xdist's workers inherit it) and removed when that
-# process ends; a cache folder the user set is left alone
-_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+# process ends; a cache folder the user set (RCAE_XLA_CACHE or JAX's own) is left alone
+_OWN_CACHE = not {'JAX_COMPILATION_CACHE_DIR', 'RCAE_XLA_CACHE'} & set(os.environ)
 if _OWN_CACHE:
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='rcae_xla_cache_')
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ['RCAE_XLA_CACHE'] = tempfile.mkdtemp(prefix='rcae_xla_cache_')
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
@@ -33,7 +32,10 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rcae_jax import compile_cache  # noqa: E402
 from rcae_jax import config as config_lib  # noqa: E402
+
+compile_cache.enable()  # the CLI's own setting, inherited by the subprocesses tests start
 
 
 # The modules of the long subprocess tests: collected first, so that pytest-xdist starts them
@@ -44,7 +46,7 @@ LONG_FIRST = ('test_preemption.py', 'test_multihost.py', 'test_robustness.py')
 def pytest_unconfigure(config):
   del config
   if _OWN_CACHE and not os.environ.get('PYTEST_XDIST_WORKER'):
-    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+    shutil.rmtree(os.environ['RCAE_XLA_CACHE'], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

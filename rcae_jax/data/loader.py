@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 
 from rcae_jax import sizes
-from rcae_jax.data import builtin, folder, mtd, mvtec, prepared, visa
+from rcae_jax.data import builtin, folder, mtd, mvtec, visa
 from rcae_jax.data.common import Dataset, DataError, decode
 
 LAYOUTS = {'builtin': mvtec, 'mvtec': mvtec, 'visa': visa, 'mtd': mtd, 'folder': folder}
@@ -65,6 +65,7 @@ def load_split(config):
 
 def prepare(config):
   """Writes the configured category as TFDS array_record (see data/prepared.py)."""
+  from rcae_jax.data import prepared  # pylint: disable=g-import-not-at-top
   category, train, test = _layout_samples(config)
   return prepared.prepare(config, cache_dir(config), category, (train, test))
 
@@ -78,6 +79,8 @@ def _check_test(config, category, labels):
 
 
 def _load_prepared(config, need_test):
+  # imported here: TensorFlow Datasets takes ~0.4 s to import, and decoded files need none of it
+  from rcae_jax.data import prepared  # pylint: disable=g-import-not-at-top
   cats = prepared.prepared_categories(config, cache_dir(config))
   category = config.data.category or (cats[0] if cats else 'mtd' if config.data.name == 'mtd'
                                       else '<category>')
