@@ -244,8 +244,9 @@ def validate(c):
   need(c.batch_size >= 1, f'batch_size={c.batch_size} must be >= 1')
   sizes.validate(c, need)
   need(c.infer.overlap >= 0, f'infer.overlap={c.infer.overlap} must be >= 0')
-  need(c.infer.get('flips', '') in ('', 'h', 'v', 'hv'),
-       f"infer.flips={c.infer.get('flips')!r} must be one of '', 'h', 'v', 'hv'")
+  need(c.infer.get('flips', '') in augment.MODES,  # the training flips' modes
+       f"infer.flips={c.infer.get('flips')!r} must be one of "
+       f"{', '.join(map(repr, augment.MODES))}")
   if c.infer.tile:
     tile = sizes.as_pair(c.infer.tile)
     need(all(c.infer.overlap < t for t in tile),

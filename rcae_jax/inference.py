@@ -127,6 +127,7 @@ def tiled(fn, x, tile, overlap):
   return jax.tree.map(lambda a: a / jnp.asarray(total)[:, :, None].astype(a.dtype), acc)
 
 
+# infer.flips (augment.MODES) -> the flipped copies' axes, beside the image itself
 FLIPS = {'': (), 'h': ((2,),), 'v': ((1,),), 'hv': ((2,), (1,), (1, 2))}
 
 
