@@ -4,7 +4,7 @@ The Python API (`rcae_jax/api.py`): `load(workdir) -> Detector`, `train(config, 
 workdir=...)`, `evaluate(workdir)`, `validate(workdir, overrides=...)`, `export(workdir, out)`. Imported on first use, so
 `python -m rcae_jax --help` does not start JAX.
 """
-__version__ = '0.1.0'
+__version__ = '0.3.0'  # pyproject.toml reads it: one source
 
 _API = ('load', 'train', 'evaluate', 'validate', 'Detector', 'Prediction', 'InputError')
 

@@ -8,6 +8,7 @@ import sys
 
 import jax
 
+import rcae_jax
 from rcae_jax import config as config_lib
 from rcae_jax import files
 
@@ -33,11 +34,9 @@ def code_version():
   if commit:
     status = git('status', '--porcelain', '--untracked-files=no')
     dirty = None if status is None else bool(status)
-  try:
-    version = importlib.metadata.version('rcae_jax')
-  except importlib.metadata.PackageNotFoundError:
-    version = None
-  return {'commit': commit, 'dirty': dirty, 'version': version}
+  # the imported package's own version, not importlib.metadata's: that answers from whatever
+  # rcae_jax.egg-info / dist-info lies on sys.path, which a build in the checkout changes
+  return {'commit': commit, 'dirty': dirty, 'version': rcae_jax.__version__}
 
 
 def describe(code):

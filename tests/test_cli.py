@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+import rcae_jax
 from rcae_jax import __main__ as cli
 from rcae_jax import api, checkpoints, inference, metrics, parallel
 from rcae_jax import data as data_lib
@@ -129,9 +130,16 @@ def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path, trained
   and a trained model loads and runs with the package alone (the schema is in it)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+  # built from a copy: a build in the checkout leaves rcae_jax.egg-info there, visible to the
+  # suite's other processes while they run
+  src = tmp_path / 'src'
+  for name in ('rcae_jax', 'experiments'):
+    shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns('__pycache__'))
+  for name in ('pyproject.toml', 'README.md'):
+    shutil.copy(ROOT / name, src / name)
   site = tmp_path / 'site'
   subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
-                  str(site), str(ROOT)], check=True, capture_output=True)
+                  str(site), str(src)], check=True, capture_output=True)
   code = ('from rcae_jax import config, sweep; '
           'print(config.experiments_dir()); '
           "print(config.load_config('mtd:cpu').data.size[0], "
@@ -140,6 +148,8 @@ def test_pip_installed_package_finds_its_configs_from_anywhere(tmp_path, trained
                        capture_output=True, env={**os.environ, 'PYTHONPATH': str(site)}).stdout
   where, numbers = out.strip().splitlines()
   assert where == str(site / 'experiments') and numbers == '64 4'
+  dist = list(site.glob('rcae_jax-*.dist-info'))
+  assert [d.name for d in dist] == [f'rcae_jax-{rcae_jax.__version__}.dist-info']
   shutil.rmtree(site / 'experiments')
   code = ('import importlib.util, numpy as np; '
           'from rcae_jax import checkpoints, inference; '

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, tiny_config
+import rcae_jax
 from rcae_jax import config as config_lib
 from rcae_jax.config import ConfigError
 
@@ -166,6 +167,13 @@ def test_env_json_records_the_code(tmp_path):
   runinfo.write_run_files(tmp_path, config_lib.load_config('tiny'))
   code = json.loads((tmp_path / 'env.json').read_text())['code']
   assert set(code) == {'commit', 'dirty', 'version'}
+  # the imported package's version, whatever egg-info/dist-info lies on sys.path; the
+  # package metadata reads the same attribute
+  assert code['version'] == rcae_jax.__version__
+  tomllib = pytest.importorskip('tomllib')
+  project = tomllib.loads((ROOT / 'pyproject.toml').read_text())
+  assert project['project']['dynamic'] == ['version']
+  assert project['tool']['setuptools']['dynamic']['version'] == {'attr': 'rcae_jax.__version__'}
   if (ROOT / '.git').exists():
     head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True,
                           text=True, check=True).stdout.strip()
