@@ -1,5 +1,6 @@
 """Augmentation of the training images, per stage: random crops (`stageK.crop`), flips
-(`stageK.flip`) and a random gain (`stageK.jitter`).
+(`stageK.flip`) and a random gain (`stageK.jitter`); and noise on the reconstructions the
+CRD reads in training (`stage3.recon_noise`).
 
 Crops let a stage train at a fraction of the whole image's cost while inference runs on
 whole images at `data.size` (every network is fully convolutional): the resolution thin
@@ -17,6 +18,12 @@ The gain is for the same memorisation seen in brightness: MTD's tiles vary in gr
 normals of the 64² default are all among the brightest tiles (+1.7 standard deviations),
 marked over diffuse texture. `stage3.jitter=0.3` narrowed that gap on MTD (highest held-out
 normal score 0.66 -> 0.49) but did not win on validation; test a tie (docs/results/gain.md).
+
+The reconstruction noise is for the leak between the stages (issue 32): stages 1-2 were
+fitted on the CRD's training images, so those are reconstructed better than any image seen
+later (MTD 64²: std of D_n - x 0.0075 on training normals, 0.010 on held-out ones), and the
+CRD learns what a *seen* image's reconstruction looks like. Noise on D_n in training shows
+it reconstructions no better than an unseen image's.
 """
 import chex
 import jax
@@ -90,3 +97,21 @@ def gains(key, images, index, strength):
   log_gain = jax.vmap(lambda i: jax.random.uniform(
       jax.random.fold_in(key, i), (), minval=-strength, maxval=strength))(index)
   return jnp.clip(images * jnp.exp(log_gain)[:, None, None, None], 0.0, 1.0)
+
+
+def recon_noise(key, seq, index, strength):
+  """seq (S, B, H, W, C) + N(0, s²) per pixel, s ~ U[0, strength] per example, both drawn
+  from fold_in(key, index) like `flips`: the same on any number of devices or hosts.
+  strength 0: unchanged."""
+  if not 0 <= strength <= 0.5:
+    raise ValueError(f'recon_noise={strength!r} must be in [0, 0.5] (a std on [0, 1] images)')
+  if not strength:
+    return seq
+  chex.assert_rank(seq, 5)
+  chex.assert_shape(index, (seq.shape[1],))
+
+  def one(i):
+    ks, kn = jax.random.split(jax.random.fold_in(key, i))
+    s = jax.random.uniform(ks, (), minval=0.0, maxval=strength)
+    return s * jax.random.normal(kn, seq.shape[:1] + seq.shape[2:], seq.dtype)
+  return seq + jnp.moveaxis(jax.vmap(one)(index), 0, 1)

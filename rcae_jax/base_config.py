@@ -118,9 +118,12 @@ def get_config():
                                             schedule='constant', flip='', jitter=0.0,
                                             weight_decay=0.0, crop=(),
                                             crop_sampling='uniform'))
+  # recon_noise: the CRD's input reconstructions D_n in training + N(0, s²), s ~ U[0, it]
+  # per image: stages 1-2 reconstruct the CRD's training images better than unseen ones
+  # (rcae_jax/augment.py); 0 = off
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
                                             flip='', jitter=0.0, weight_decay=0.0, crop=(),
-                                            crop_sampling='uniform'))
+                                            crop_sampling='uniform', recon_noise=0.0))
   c.grad_weight = 1.0            # weight of the gradient term in every loss
   # Cross-fitting (rcae_jax/crossfit.py): folds = K >= 2 trains the stages a later stage reads
   # (RcAE's 1-2) once more per fold on the other folds' images, and the last stage (the CRD)

@@ -56,6 +56,7 @@ def test_overrides_apply(tmp_path):
     ('stage3.schedule=linear', 'stage3.schedule=.linear. is not one of'),
     ('stage1.flip=diagonal', 'stage1.flip=.diagonal. is not one of'),
     ('stage3.jitter=-0.1', r'stage3.jitter=-0.1 must be in \[0, 1\)'),
+    ('stage3.recon_noise=0.9', r'stage3.recon_noise=0.9 must be in \[0, 0.5\]'),
     ('model.crd_levels=5', r'data.size=\(16, 16\) \(model.crd_levels=5 halvings\): height 16 '
      r'is not a multiple of 32 \(nearest valid: 32\)'),
 ])

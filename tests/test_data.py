@@ -288,3 +288,23 @@ def test_gains_scale_each_image_within_the_range_and_by_position():
       np.asarray(augment.gains(key, images[perm], index[perm], 0.3)), out[perm])
   with pytest.raises(ValueError, match='jitter=1.5 must be in'):
     augment.gains(key, images, index, 1.5)
+
+
+def test_recon_noise_draws_one_std_per_image_by_position():
+  seq = np.full((3, 48, 32, 32, 1), 0.5, np.float32)  # (steps, batch, H, W, C)
+  index = np.arange(7, 55, dtype=np.int32)
+  key = jax.random.PRNGKey(4)
+  np.testing.assert_array_equal(augment.recon_noise(key, seq, index, 0.0), seq)
+  noise = np.asarray(augment.recon_noise(key, seq, index, 0.02)) - 0.5
+  std = noise.std(axis=(0, 2, 3, 4))  # 3 x 1024 draws per image: its s within ~2.5 %
+  assert std.max() < 0.02 * 1.05 and std.min() < 0.004 and std.max() > 0.016
+  np.testing.assert_allclose(noise.mean(axis=(0, 2, 3, 4)), 0, atol=3 * std.max() / 55)
+  # one s per image: every step of an image shares it, the steps' noise differs
+  per_step = noise.std(axis=(2, 3, 4))
+  np.testing.assert_allclose(per_step, np.broadcast_to(std, per_step.shape), rtol=0.1, atol=1e-4)
+  assert not np.allclose(noise[0], noise[1])
+  perm = np.random.default_rng(0).permutation(48)
+  np.testing.assert_allclose(np.asarray(augment.recon_noise(key, seq[:, perm], index[perm], 0.02)),
+                             noise[:, perm] + 0.5, rtol=0, atol=1e-7)
+  with pytest.raises(ValueError, match='recon_noise=0.9 must be in'):
+    augment.recon_noise(key, seq, index, 0.9)

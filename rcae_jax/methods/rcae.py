@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rcae_jax import anomalies, discrepancy, losses, methods, ops, sizes
+from rcae_jax import anomalies, augment, discrepancy, losses, methods, ops, sizes
 from rcae_jax.models import crd, dpn, rcae
 
 
@@ -149,6 +149,8 @@ def crd_objective(model, config, variant=None, axis_name=None):
         'crd_anomaly')
     seq = model.sequence(frozen['rcae'], corrupted)
     enh = jax.lax.stop_gradient(model.enhance(frozen['dpn'], seq, corrupted))
+    enh = augment.recon_noise(jax.random.fold_in(rng, 6), enh, batch['index'],
+                              config.stage3.get('recon_noise', 0.0))
     return losses.crd_loss(mask, model.crd_logits(params, enh, corrupted), config,
                            axis_name), {}
   return objective
@@ -215,6 +217,9 @@ def validate(c, need):
   for key, size in sizes.network_sizes(c, ('stage1', 'stage2', 'stage3')):
     sizes.divisible(size, 2 ** levels, f'{key}={size} (model.crd_levels={levels} halvings)',
                     need)
+  need(0 <= c.stage3.get('recon_noise', 0.0) <= 0.5,
+       f'stage3.recon_noise={c.stage3.get("recon_noise")} must be in [0, 0.5] (a std on [0, 1] '
+       'images)')
   need(c.model.crd_pos_weight >= 0, 'model.crd_pos_weight must be >= 0 (0 = balanced)')
 
 
