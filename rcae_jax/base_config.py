@@ -119,8 +119,8 @@ def get_config():
                                             weight_decay=0.0, crop=(),
                                             crop_sampling='uniform'))
   # recon_noise: the CRD's input reconstructions D_n in training + N(0, s²), s ~ U[0, it]
-  # per image: stages 1-2 reconstruct the CRD's training images better than unseen ones
-  # (rcae_jax/augment.py); 0 = off
+  # per image, so it cannot rely on reconstructions as good as its training images' (the
+  # leak between stages, issue 32; rcae_jax/augment.py); 0 = off (not chosen on MTD)
   c.stage3 = ml_collections.ConfigDict(dict(epochs=300, steps=0, lr=1e-4, schedule='constant',
                                             flip='', jitter=0.0, weight_decay=0.0, crop=(),
                                             crop_sampling='uniform', recon_noise=0.0))

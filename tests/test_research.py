@@ -265,3 +265,23 @@ def test_score_fusion_known_answers_and_the_runs_own_validation(trained_run):
   assert crd['aupro'] == pytest.approx(val['metrics']['aupro'], abs=0.5)
   assert len(out['rows']) == 2 + len(score_fusion.SCALES)
   assert (trained_run / 'score_fusion.md').read_text().count('\n') == 2 + len(out['rows'])
+
+
+def test_recon_gap_errors_on_known_reconstructions():
+  from experiments import recon_gap  # pylint: disable=g-import-not-at-top
+  images = np.full((2, 4, 6, 1), 102, np.uint8)  # 0.4
+  x = images.astype(np.float32) / 255.0
+  recon = np.stack([x + 0.01, x - 0.03])  # (S=2, B, H, W, C)
+  signs = np.where(np.indices((4, 6)).sum(0) % 2 == 0, 1.0, -1.0)[None, :, :, None]  # (1, H, W, 1)
+  enhanced = np.stack([x + 0.02 * signs, x + 0.05])
+  out = recon_gap.errors(images, recon, enhanced)
+  np.testing.assert_allclose(out['rcae_abs'], [[0.01, 0.01], [0.03, 0.03]], atol=1e-6)
+  np.testing.assert_allclose(out['dpn_abs'], [[0.02, 0.02], [0.05, 0.05]], atol=1e-6)
+  np.testing.assert_allclose(out['dpn_std'], [[0.02, 0.02], [0.0, 0.0]], atol=1e-5)
+  # padding (valid False) is left out: a huge error there changes nothing
+  valid = np.ones((2, 4, 6), bool)
+  valid[:, :, 4:] = False
+  recon[:, :, :, 4:] = 1.0
+  out = recon_gap.errors(images, recon, None, valid)
+  assert set(out) == {'rcae_abs'}
+  np.testing.assert_allclose(out['rcae_abs'], [[0.01, 0.01], [0.03, 0.03]], atol=1e-6)
