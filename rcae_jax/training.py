@@ -21,7 +21,7 @@ import tqdm
 
 from rcae_jax import anomalies, augment, checkpoints, crossfit, evaluators, faults, figures
 from rcae_jax import files
-from rcae_jax import lock, methods, parallel, runinfo, sizes, stops
+from rcae_jax import lock, methods, parallel, runinfo, sizes, stops, xla_options
 from rcae_jax import config as config_lib
 from rcae_jax import data as data_lib
 from rcae_jax import model as model_lib
@@ -113,7 +113,8 @@ class TrainStep:
       local = functools.partial(self._update, objective=objective)
       self._programs[variant] = jax.jit(
           parallel.data_parallel(local, self.mesh, n_replicated=2, n_sharded=1),
-          donate_argnums=(0,))
+          donate_argnums=(0,),
+          compiler_options=xla_options.training(self.mesh.devices.flat[0].platform))
     return self._programs[variant]
 
   @property
