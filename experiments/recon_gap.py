@@ -27,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rcae_jax import checkpoints, evaluators, files, inference, tables  # pylint: disable=wrong-import-position
+from rcae_jax.evaluators import validation  # pylint: disable=wrong-import-position
 
 QUANTITIES = ('rcae_abs', 'dpn_abs', 'dpn_std')
 
@@ -54,9 +55,8 @@ def measure(run_dir, n_train=200):
   """-> {'steps': N, 'train': {q: [per step]}, 'held_out': {...}, 'ratio': {...}}."""
   ctx = evaluators.Context.of_run(run_dir, need_test=False)
   ds = ctx.dataset
-  pick = np.unique(np.linspace(0, len(ds.train) - 1, min(n_train, len(ds.train))).astype(int))
-  sets = {'train': (np.asarray(ds.train[pick]),
-                    None if ds.train_valid is None else ds.train_valid.subset(pick)),
+  pick = validation.evenly_spaced(len(ds.train), n_train)  # as `normal_gap` picks them
+  sets = {'train': (np.asarray(ds.train[pick]), validation.subset(ds.train_valid, pick)),
           'held_out': (np.asarray(ds.val), ds.val_valid)}
   if not len(sets['held_out'][0]):
     raise ValueError(f'{run_dir}: the run holds out no normal images (data.val_fraction=0)')

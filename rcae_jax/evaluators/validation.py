@@ -277,7 +277,7 @@ def _out_of_fold(ctx, images, valid, pick):
   scores, p99 = np.empty(len(pick)), np.empty(len(pick))
   for f in np.unique(fold_of):
     at = np.flatnonzero(fold_of == f)
-    scores[at], p99[at] = _scores_and_p99(ctx, images[at], _subset(valid, at),
+    scores[at], p99[at] = _scores_and_p99(ctx, images[at], subset(valid, at),
                                           crossfit.of_fold(ctx.params, int(f)), full)
   return scores, p99
 
@@ -289,9 +289,8 @@ def normal_gap(ctx):
   between the learner's training inputs and held-out ones, what cross-fitting is meant to
   close ('train_scored_by')."""
   ds = ctx.dataset
-  pick = np.unique(np.linspace(0, len(ds.train) - 1,
-                               min(len(ds.train), MAX_GAP_TRAIN)).astype(int))
-  images, valid = np.asarray(ds.train[pick]), _subset(ds.train_valid, pick)
+  pick = evenly_spaced(len(ds.train), MAX_GAP_TRAIN)
+  images, valid = np.asarray(ds.train[pick]), subset(ds.train_valid, pick)
   held = _scores_and_p99(ctx, ds.val, ds.val_valid)
   if crossfit.folds(ctx.config) and 'folds' in ctx.params:
     out = gap(*_out_of_fold(ctx, images, valid, pick), *held)
@@ -301,7 +300,13 @@ def normal_gap(ctx):
           'train_scored_by': 'the run\'s networks'}
 
 
-def _subset(valid, at):
+def evenly_spaced(n, most):
+  """Indices of at most `most` of n items, evenly spaced (all of them when n <= most)."""
+  return np.unique(np.linspace(0, n - 1, min(n, most)).astype(int))
+
+
+def subset(valid, at):
+  """`valid` (a `sizes.Valid` view or None) of the images `at`."""
   return None if valid is None else valid.subset(at)
 
 
