@@ -1,24 +1,27 @@
 """Orbax state: each stage's training checkpoints, and the model bundle of a finished run."""
-import logging
 import pathlib
 
 import grain.checkpoint as grain_ckpt
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rcae_jax import config as config_lib
 from rcae_jax import faults, files, parallel
 
-# One replica writes each replicated array whole. Orbax's default on CPU splits the write
-# over the replicas, slicing every array once per device: a program per array shape and
-# device (56 in the tiny cross-fitted run), compiled at each process's first save, for a
-# state of megabytes.
-_absl = logging.getLogger('absl')
-_level = _absl.level
-_absl.setLevel(logging.ERROR)  # without the warning that a handler is overridden
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
-_absl.setLevel(_level)
+def _state_handler():
+  """Orbax's PyTree handler, its standard types, except that one replica writes each
+  replicated array whole. Orbax's default on CPU splits the write over the replicas, slicing
+  every array once per device: a program per array shape and device (56 in the tiny
+  cross-fitted run), compiled at each process's first save, for a state of megabytes. A
+  registry of our own, not Orbax's global one: a program that imports rcae_jax and saves its
+  own checkpoints keeps Orbax's defaults."""
+  th = ocp.type_handlers
+  registry = th.create_type_handler_registry(
+      *[(t, th.ScalarHandler()) for t in (int, float, bytes, np.number)],
+      (np.ndarray, th.NumpyHandler()), (str, th.StringHandler()),
+      (jax.Array, th.ArrayHandler(use_replica_parallel=False)))
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def manager(path):
@@ -28,7 +31,9 @@ def manager(path):
   return ocp.CheckpointManager(
       pathlib.Path(path).absolute(),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, save_interval_steps=1,
-                                           cleanup_tmp_directories=True))
+                                           cleanup_tmp_directories=True),
+      item_handlers={'state': _state_handler(), 'meta': ocp.JsonCheckpointHandler(),
+                     'data': grain_ckpt.CheckpointHandler()})
 
 
 class DataState:
@@ -52,7 +57,7 @@ def save(mgr, state, stage, data_state=None):
   """Saves a train state and the data iterator's state after its last batch (asynchronously;
   `mgr.wait_until_finished()` before exiting). stage: its name ('stage2', 'fold0/stage1')."""
   step = int(parallel.to_host(state['step']).reshape(-1)[0])
-  items = dict(state=ocp.args.StandardSave(state),
+  items = dict(state=ocp.args.PyTreeSave(state),
                meta=ocp.args.JsonSave({'stage': stage, 'step': step, 'data_position': step}))
   if data_state is not None:
     items['data'] = grain_ckpt.CheckpointSave(DataState(data_state))
@@ -67,7 +72,9 @@ def restore(mgr, like):
   steps = sorted(mgr.all_steps(), reverse=True)
   for i, step in enumerate(steps):
     try:
-      items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+      items = dict(state=ocp.args.PyTreeRestore(
+          abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)),
+                   meta=ocp.args.JsonRestore())
       if (pathlib.Path(mgr.directory) / str(step) / 'data').is_dir():
         items['data'] = grain_ckpt.CheckpointRestore(DataState())
       out = mgr.restore(step, args=ocp.args.Composite(**items))
