@@ -4,7 +4,8 @@ default until this sweep), 800 steps with a cosine decay to zero, three times as
 cosine) and six times as many (4800, cosine: chosen on validation then), and twelve times as
 many (9600, cosine: chosen on validation at stop 51; docs/results/schedule.md), and 18
 times as many (14400, cosine: chosen on validation at stop 54, now `mtd.py:cpu`'s default; a
-whole run ~1.4x 9600's, inside issue 33's 1.5x budget).
+whole run ~1.4x 9600's, inside issue 33's 1.5x budget), and 24 times as many (19200,
+cosine: started at stop 57, two seeds over two sessions; the next point of the same curve).
 Every row shares stages 1-2. The rows name their schedule and length.
 
 Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
@@ -29,5 +30,6 @@ def get_sweep():
           ('cosine, 4800 steps (chosen before; the 128² default)', _stage3('cosine', 4800)),
           ('cosine, 9600 steps (chosen at stop 51)', _stage3('cosine', 9600)),
           ('cosine, 14400 steps (chosen, default)', _stage3('cosine', 14400)),
+          ('cosine, 19200 steps', _stage3('cosine', 19200)),
       ],
   }
