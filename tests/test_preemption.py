@@ -28,10 +28,10 @@ _CROSSFIT = ['crossfit.folds=2']
 # Where the kills land, in the order one run meets them: between stages (stage 1's last
 # checkpoint is then damaged), inside stage 2, inside a fold's stage 1 between saves, with a
 # fold's first stage-2 save in flight, between the folds, inside the next fold, with stage
-# 3's last save in flight (its step-2 save complete: the resume goes back to it), between the
-# bundle's params and its config, and in the middle of writing validation.json. Every stage
-# runs the one loop (`training.train_stage`, kill points named by the stage), so plain and
-# fold stages share each kind of point; each start costs ~10 % of this test's time.
+# 3's last save in flight after a complete one, between the bundle's params and its config,
+# and in the middle of writing validation.json. Every stage runs the one loop
+# (`training.train_stage`, kill points named by the stage), so plain and fold stages share
+# each kind of point; each start costs ~10 % of this test's time.
 KILLS = ('after-stage1', 'stage2:step3', 'fold0/stage1:step5', 'fold0/stage2:saving2',
          'after-fold0/stage2', 'fold1/stage1:step3', 'stage3:saving4', 'bundle',
          'write:validation.json')
@@ -118,6 +118,7 @@ def test_killed_at_every_point_resumes_exactly(uninterrupted):
   assert _losses(wd) == _losses(ref)
   assert [s for s, _ in _losses(wd)['stage1']] == list(range(1, 7))  # each step logged once
   assert [s for s, _ in _losses(wd)['fold1/stage1']] == list(range(1, 7))
+  assert [s for s, _ in _losses(wd)['stage3']] == list(range(1, 5))
   _, params = checkpoints.load_bundle(wd)
   chex.assert_trees_all_equal(params, checkpoints.load_bundle(ref)[1])
   for name in ('validation.json', 'calibration.json'):
