@@ -5,7 +5,7 @@ cosine) and six times as many (4800, cosine: chosen on validation then), and twe
 many (9600, cosine: chosen on validation at stop 51; docs/results/schedule.md), and 18
 times as many (14400, cosine: chosen on validation at stop 54, now `mtd.py:cpu`'s default; a
 whole run ~1.4x 9600's, inside issue 33's 1.5x budget), and 24 times as many (19200,
-cosine: started at stop 57, two seeds over two sessions; the next point of the same curve).
+cosine: the next point of the same curve; not yet measured, docs/results/schedule.md says why).
 Every row shares stages 1-2. The rows name their schedule and length.
 
 Its numbers in docs/results/ were measured with the rows as they were at commit f253e4e
