@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from rcae_jax import config as config_lib
-from rcae_jax import files, inference, methods, op_profile, parallel, runinfo, sizes, training
+from rcae_jax import files, host, inference, methods, op_profile, parallel, runinfo, sizes, training
 from rcae_jax import model as model_lib
 from rcae_jax.data import batches
 from rcae_jax.models import layers
@@ -276,7 +276,10 @@ def main(args):
   measured = None
   if jax.default_backend() == 'cpu' and not args.compile_only and args.peak_matmul:
     measured = measure_peak(jax.devices()[0], args.peak_matmul, args.peak_copy_mib)
-    print(f"this CPU, measured: matmul {measured['float32_flops_per_s'] / 1e9:.1f} GFLOP/s "
+    cpu = host.cpu()
+    print(f"this CPU ({cpu['model'] or 'model unknown'}; {cpu['usable_cpus']} cores usable; "
+          f"{', '.join(cpu['isa']) or 'no listed vector features'}), measured: matmul "
+          f"{measured['float32_flops_per_s'] / 1e9:.1f} GFLOP/s "
           f"float32, {measured['bfloat16_flops_per_s'] / 1e9:.1f} bfloat16; copy "
           f"{measured['copy_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
   rows = []

@@ -14,9 +14,10 @@ program to a CPU that cannot run it.
 """
 import hashlib
 import os
-import pathlib
 import platform
 import sys
+
+from rcae_jax import host
 
 OFF = ('0', 'off', 'false', 'no', 'none')
 
@@ -24,14 +25,7 @@ OFF = ('0', 'off', 'false', 'no', 'none')
 def machine_tag():
   """'<arch>-<hash of the CPU's feature flags>' ('<arch>-unknown' where /proc/cpuinfo is
   not readable)."""
-  flags = ''
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith(('flags', 'Features')):
-        flags = ' '.join(sorted(line.split(':', 1)[1].split()))
-        break
-  except OSError:
-    pass
+  flags = ' '.join(host.cpu()['flags'])
   digest = hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else 'unknown'
   return f'{platform.machine() or "cpu"}-{digest}'
 

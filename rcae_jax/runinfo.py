@@ -11,6 +11,7 @@ import jax
 import rcae_jax
 from rcae_jax import config as config_lib
 from rcae_jax import files
+from rcae_jax import host as host_lib
 
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy',
              'scikit-image', 'pillow', 'ml_collections', 'dm-pix')
@@ -55,8 +56,10 @@ def environment(mesh=None):
     except importlib.metadata.PackageNotFoundError:
       versions[name] = None
   devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
+  host = host_lib.cpu()
   return {
       'python': sys.version.split()[0], 'platform': platform.platform(),
+      'cpu': {k: host[k] for k in ('model', 'logical_cpus', 'usable_cpus', 'isa')},
       'packages': versions, 'backend': jax.default_backend(),
       'devices': [f'{d.platform}:{d.id}:{d.device_kind}' for d in devices],
       'device_count': len(devices), 'process_count': jax.process_count(),

@@ -1,5 +1,6 @@
 """Configs: overrides, and bad keys or values refused with their names."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -180,6 +181,27 @@ def test_env_json_records_the_code(tmp_path):
                           text=True, check=True).stdout.strip()
     assert code['commit'] == head and isinstance(code['dirty'], bool)
     assert runinfo.describe(code).startswith(f'commit {head[:10]}')
+
+
+def test_host_cpu_reads_model_cores_and_features(tmp_path):
+  """host.cpu on an x86 and an ARM /proc/cpuinfo, and on none; env.json carries it."""
+  from rcae_jax import host, runinfo  # pylint: disable=g-import-not-at-top
+  x86 = tmp_path / 'x86'
+  x86.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: sse2 fma avx2 aes\n'
+                 'bugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\nmodel name\t: other\n'
+                 'flags\t\t: avx512f\n')
+  got = host.cpu(x86)
+  assert got['model'] == 'AMD EPYC' and got['flags'] == ['aes', 'avx2', 'fma', 'sse2']
+  assert got['isa'] == ['avx2', 'fma']  # the first processor's, in host.ISA's order
+  assert got['logical_cpus'] == os.cpu_count() and 1 <= got['usable_cpus'] <= os.cpu_count()
+  arm = tmp_path / 'arm'
+  arm.write_text('processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n')
+  assert host.cpu(arm)['isa'] == ['asimd', 'sve'] and host.cpu(arm)['model'] is None
+  none = host.cpu(tmp_path / 'missing')
+  assert (none['model'], none['flags'], none['isa']) == (None, [], [])
+  runinfo.write_run_files(tmp_path, config_lib.load_config('tiny'))
+  env = json.loads((tmp_path / 'env.json').read_text())
+  assert env['cpu'] == {k: host.cpu()[k] for k in ('model', 'logical_cpus', 'usable_cpus', 'isa')}
 
 
 def test_compilation_cache_folder(tmp_path):
