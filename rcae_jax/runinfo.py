@@ -1,4 +1,5 @@
 """What a run leaves next to its results: the resolved config and the environment."""
+import collections
 import importlib.metadata
 import os
 import pathlib
@@ -46,6 +47,20 @@ def describe(code):
     return f'no git commit (rcae_jax {(code or {}).get("version")})'
   return f'commit {code["commit"][:10]}' + (' with uncommitted changes' if code.get('dirty')
                                             else '')
+
+
+def describe_machine(env):
+  """'4 × cpu (CPU: AMD EPYC; avx2, fma)' from an env.json's content; env.json written
+  before the CPU was recorded give the devices alone, and no env.json an 'unrecorded machine'."""
+  if not env:
+    return 'an unrecorded machine'
+  kinds = collections.Counter(d.split(':', 2)[-1] for d in env.get('devices', []))
+  text = ', '.join(f'{n} × {kind}' for kind, n in kinds.items()) or 'unrecorded devices'
+  cpu = env.get('cpu')
+  if cpu:
+    isa = ', '.join(cpu.get('isa') or [])
+    text += f" (CPU: {cpu.get('model') or 'model unknown'}{'; ' + isa if isa else ''})"
+  return text
 
 
 def environment(mesh=None):

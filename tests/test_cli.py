@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 import rcae_jax
 from rcae_jax import __main__ as cli
-from rcae_jax import api, checkpoints, inference, metrics, parallel
+from rcae_jax import api, checkpoints, inference, metrics, parallel, runinfo
 from rcae_jax import data as data_lib
 
 
@@ -31,6 +31,9 @@ def test_evaluate_writes_metrics_tables_and_pictures(trained_run, capsys):
   assert sum(result['empty_masks']['per_defect'].values()) == int(empty.sum())
   for name in ('metrics.md', 'heatmaps.png', 'sequence_0.png'):
     assert (trained_run / 'eval' / name).stat().st_size > 0
+  machine = runinfo.describe_machine(runinfo.environment())  # 4 virtual CPU devices here
+  assert machine.startswith('4 × cpu')
+  assert f'on {machine}; evaluated by' in (trained_run / 'eval' / 'metrics.md').read_text()
 
 
 def test_one_inference_path(trained_run, tmp_path):

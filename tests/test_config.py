@@ -202,6 +202,12 @@ def test_host_cpu_reads_model_cores_and_features(tmp_path):
   runinfo.write_run_files(tmp_path, config_lib.load_config('tiny'))
   env = json.loads((tmp_path / 'env.json').read_text())
   assert env['cpu'] == {k: host.cpu()[k] for k in ('model', 'logical_cpus', 'usable_cpus', 'isa')}
+  assert runinfo.describe_machine(
+      {'devices': ['cpu:0:cpu', 'cpu:1:cpu'], 'cpu': {'model': 'AMD EPYC', 'isa': ['avx2']}}
+  ) == '2 × cpu (CPU: AMD EPYC; avx2)'
+  assert runinfo.describe_machine({'devices': ['gpu:0:NVIDIA H100 80GB HBM3']}) == (
+      '1 × NVIDIA H100 80GB HBM3')  # an env.json from before the CPU was recorded
+  assert runinfo.describe_machine(None) == 'an unrecorded machine'
 
 
 def test_compilation_cache_folder(tmp_path):

@@ -137,9 +137,11 @@ def run(ctx):
                 'ratio far above the held-out one means the test folder\'s normals differ from '
                 'the training folder\'s: validation, which sees held-out normals from the '
                 'training folder only, then over-trusts the test.')
-    code = result['code']
-    table += (f"\n\nTrained by {runinfo.describe(code['trained'])}; evaluated by "
-              f"{runinfo.describe(code['evaluated'])}.")
+    code, env = result['code'], ctx.workdir / 'env.json'
+    trained_on = runinfo.describe_machine(files.read_json(env) if env.exists() else None)
+    table += (f"\n\nTrained by {runinfo.describe(code['trained'])} on {trained_on}; "
+              f"evaluated by {runinfo.describe(code['evaluated'])} on "
+              f"{runinfo.describe_machine(runinfo.environment())}.")
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
     write_scores(eval_dir / 'scores.csv', ctx, ctx.scores('test', ds.test, ds.test_valid))
   return result
