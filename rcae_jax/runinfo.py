@@ -63,6 +63,15 @@ def describe_machine(env):
   return text
 
 
+def machine(mesh=None):
+  """{'devices', 'cpu'} of this process (the mesh's devices, or all): env.json's part that
+  describe_machine reads."""
+  devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
+  host = host_lib.cpu()
+  return {'devices': [f'{d.platform}:{d.id}:{d.device_kind}' for d in devices],
+          'cpu': {k: host[k] for k in ('model', 'logical_cpus', 'usable_cpus', 'isa')}}
+
+
 def environment(mesh=None):
   versions = {}
   for name in _PACKAGES:
@@ -70,14 +79,12 @@ def environment(mesh=None):
       versions[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       versions[name] = None
-  devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
-  host = host_lib.cpu()
+  hardware = machine(mesh)
   return {
       'python': sys.version.split()[0], 'platform': platform.platform(),
-      'cpu': {k: host[k] for k in ('model', 'logical_cpus', 'usable_cpus', 'isa')},
-      'packages': versions, 'backend': jax.default_backend(),
-      'devices': [f'{d.platform}:{d.id}:{d.device_kind}' for d in devices],
-      'device_count': len(devices), 'process_count': jax.process_count(),
+      'cpu': hardware['cpu'], 'packages': versions, 'backend': jax.default_backend(),
+      'devices': hardware['devices'], 'device_count': len(hardware['devices']),
+      'process_count': jax.process_count(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'code': code_version(),
   }
 

@@ -106,10 +106,12 @@ def run(ctx):
   bits = ctx.config.get('eval_pixel_bits', 0)
   cat_metrics, defects, has_pixel = streamed(ctx, bits) if bits else exact(ctx)
   empty = empty_masks(ds.test_labels, has_pixel, ds.test_defects, ds.test_masks.shape[1:3])
+  env = pathlib.Path(ctx.workdir) / 'env.json'
+  trained_env = files.read_json(env) if env.exists() else None
   result = {'per_category': {ds.category: cat_metrics}, 'mean': cat_metrics,
             'per_defect': {ds.category: defects},
             'n_test': int(len(ds.test)), 'n_anomalous': int(ds.test_labels.sum()),
-            'empty_masks': empty, 'code': code_of(ctx.workdir)}
+            'empty_masks': empty, 'code': code_of(trained_env)}
   if ctx.results.get('validation'):
     result['validation'] = ctx.results['validation']['metrics']
     shift = test_normal_gap(ctx.scores('test', ds.test, ds.test_valid), ds.test_labels,
@@ -137,11 +139,11 @@ def run(ctx):
                 'ratio far above the held-out one means the test folder\'s normals differ from '
                 'the training folder\'s: validation, which sees held-out normals from the '
                 'training folder only, then over-trusts the test.')
-    code, env = result['code'], ctx.workdir / 'env.json'
-    trained_on = runinfo.describe_machine(files.read_json(env) if env.exists() else None)
-    table += (f"\n\nTrained by {runinfo.describe(code['trained'])} on {trained_on}; "
-              f"evaluated by {runinfo.describe(code['evaluated'])} on "
-              f"{runinfo.describe_machine(runinfo.environment())}.")
+    code = result['code']
+    table += (f"\n\nTrained by {runinfo.describe(code['trained'])} on "
+              f"{runinfo.describe_machine(trained_env)}; evaluated by "
+              f"{runinfo.describe(code['evaluated'])} on "
+              f"{runinfo.describe_machine(runinfo.machine())}.")
     files.atomic_write(eval_dir / 'metrics.md', table + '\n')
     write_scores(eval_dir / 'scores.csv', ctx, ctx.scores('test', ds.test, ds.test_valid))
   return result
@@ -161,8 +163,7 @@ def write_scores(path, ctx, scores):
   files.write_csv(path, ['image', 'label', 'defect', 'score', 'decision'], rows)
 
 
-def code_of(workdir):
-  """{'trained': the code that trained the run (its env.json), 'evaluated': this code}."""
-  env = pathlib.Path(workdir) / 'env.json'
-  trained = files.read_json(env).get('code') if env.exists() else None
-  return {'trained': trained, 'evaluated': runinfo.code_version()}
+def code_of(trained_env):
+  """{'trained': the code that trained the run (its env.json's content, or None), 'evaluated':
+  this code}."""
+  return {'trained': (trained_env or {}).get('code'), 'evaluated': runinfo.code_version()}
